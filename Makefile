@@ -1,0 +1,42 @@
+# The study's two commands: `make repro` (whole pipeline) and `make test` (pytest).
+# Both create the virtual environment from requirements.lock the first time and reuse it afterwards.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: env data repro test lab bench lock clean-env
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "flm-study (.venv)" >/dev/null
+	touch $(STAMP)
+
+# data/ is tracked by DVC; pulling an up-to-date checkout is a no-op.
+data: $(STAMP)
+	$(BIN)/dvc pull --quiet
+
+repro: data
+	$(BIN)/dvc repro
+
+test: data
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+bench: data
+	$(BIN)/python -m flmlib.bench
+
+# Re-pin every dependency after editing pyproject.toml (needs a working environment).
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^flmlib' > requirements.lock
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""flmlib: the package behind the flm-study landmark notebooks."""

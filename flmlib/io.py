@@ -1,0 +1,99 @@
+"""Readers for the study's two annotation formats and for images.
+
+Every reader returns landmarks as ``(68, 2) float32`` arrays in **0-based pixels** of the image they belong to
+(pixel centres at integers). Bad input raises :class:`DataError` naming the offending file (and row or value),
+never a silently wrong array.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+N_POINTS = 68
+
+
+class DataError(ValueError):
+    """A data file that cannot be read as the study expects; the message names the file."""
+
+
+def read_pts(path: str | Path) -> np.ndarray:
+    """Read a 300-W ``.pts`` file.
+
+    The format is ``version: 1``, ``n_points: 68``, ``{``, 68 lines ``x y``, ``}`` in 1-based (Matlab) pixels.
+
+    Returns:
+        (68, 2) float32, 0-based pixels of the image.
+    Raises:
+        DataError: wrong header, point count other than 68, or a non-numeric / non-finite coordinate.
+    """
+    path = Path(path)
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read .pts file ({exc})") from exc
+    header = {}
+    i = 0
+    while i < len(lines) and lines[i] != "{":
+        key, _, value = lines[i].partition(":")
+        header[key.strip()] = value.strip()
+        i += 1
+    if i == len(lines) or "}" not in lines:
+        raise DataError(f"{path}: not a .pts file (missing '{{' or '}}')")
+    body = lines[i + 1 : lines.index("}")]
+    declared = header.get("n_points")
+    if declared is not None and declared != str(N_POINTS):
+        raise DataError(f"{path}: n_points is {declared}, expected {N_POINTS}")
+    if len(body) != N_POINTS:
+        raise DataError(f"{path}: has {len(body)} points, expected {N_POINTS}")
+    try:
+        pts = np.array([[float(v) for v in ln.split()] for ln in body], dtype=np.float32)
+    except ValueError as exc:
+        raise DataError(f"{path}: non-numeric coordinate ({exc})") from exc
+    if pts.shape != (N_POINTS, 2) or not np.isfinite(pts).all():
+        raise DataError(f"{path}: every point line must hold two finite numbers")
+    return pts - 1.0  # 300-W is 1-based
+
+
+def read_keypoints_csv(path: str | Path) -> pd.DataFrame:
+    """Read a YouTube-Faces keypoint CSV: file name, then ``x0, y0, ..., x67, y67`` in 0-based pixels.
+
+    Returns:
+        DataFrame with columns ``name`` (str) and ``landmarks`` ((68, 2) float32 arrays, 0-based pixels).
+    Raises:
+        DataError: wrong column count or a row with a missing / non-numeric value (the row is named).
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot parse CSV ({exc})") from exc
+    if table.shape[1] != 1 + 2 * N_POINTS:
+        raise DataError(f"{path}: has {table.shape[1]} columns, expected {1 + 2 * N_POINTS} (name + 136 coordinates)")
+    coords = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+    bad = ~np.isfinite(coords).all(axis=1) | table.iloc[:, 0].isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: row {row + 2} ({table.iloc[row, 0]!r}) has a missing or non-numeric value"
+            f" ({int(bad.sum())} bad rows in all)"
+        )
+    return pd.DataFrame({"name": table.iloc[:, 0].astype(str).to_numpy(), "landmarks": list(coords.reshape(-1, N_POINTS, 2))})
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as ``(H, W, 3) uint8`` RGB.
+
+    Raises:
+        DataError: the file is missing, empty or not a decodable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    buf = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
