@@ -1,0 +1,130 @@
+"""Face boxes, context crops and the coordinate frames that connect them.
+
+Conventions used across flmlib:
+
+* **Image pixels**: 0-based, pixel centres at integers (a landmark at ``(0, 0)`` sits on the centre of the top-left
+  pixel; the image spans ``[-0.5, W - 0.5]``).
+* **Box**: ``(x0, y0, x1, y1)`` float, the box's *edges* in image pixels, so ``w = x1 - x0``. A dlib rectangle
+  ``left..right`` (inclusive pixels) becomes ``(left - 0.5, top - 0.5, right + 0.5, bottom + 0.5)``.
+* **Context crop**: a ``size x size`` image of the region ``context_factor`` times the box, centred on the box.
+  With the defaults (factor 2, 96 px) the box itself is the central 48 x 48 pixels, and the margin lets
+  rotation / scale / shift augmentation sample real pixels instead of padding.
+* **Box units**: ``t = (x - x0) / w``, ``(y - y0) / h``: 0 and 1 are the box edges. This is what a model regresses;
+  it does not depend on the crop's resolution.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def box_from_dlib(rect) -> np.ndarray:
+    """A dlib ``rectangle`` as a ``(4,) float32`` box of pixel edges (see module docstring)."""
+    return np.array([rect.left() - 0.5, rect.top() - 0.5, rect.right() + 0.5, rect.bottom() + 0.5], np.float32)
+
+
+def box_to_dlib(box: np.ndarray):
+    """Inverse of :func:`box_from_dlib` (rounded to whole pixels, as dlib needs)."""
+    import dlib
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return dlib.rectangle(int(round(x0 + 0.5)), int(round(y0 + 0.5)), int(round(x1 - 0.5)), int(round(y1 - 0.5)))
+
+
+def landmark_box(points: np.ndarray) -> np.ndarray:
+    """Tight box around landmarks: ``(..., 68, 2)`` pixels -> ``(..., 4)`` float32 ``(x0, y0, x1, y1)``."""
+    points = np.asarray(points, np.float32)
+    return np.concatenate([points.min(axis=-2), points.max(axis=-2)], axis=-1)
+
+
+def box_size(boxes: np.ndarray) -> np.ndarray:
+    """``sqrt(w * h)`` of ``(..., 4)`` boxes, in pixels: the study's original normaliser."""
+    boxes = np.asarray(boxes, np.float64)
+    return np.sqrt((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]))
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one ``(4,)`` box with ``(K, 4)`` boxes -> ``(K,)`` float in [0, 1]."""
+    box = np.asarray(box, np.float64)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def context_matrix(box: np.ndarray, size: int, context_factor: float) -> np.ndarray:
+    """Affine ``(2, 3)`` float64 map from image pixels to context-crop pixels for one box.
+
+    The context region (``context_factor`` times the box, same centre) is mapped onto the ``size x size`` crop,
+    edge to edge, so the box's edges land at ``size / 2 * (1 -+ 1 / context_factor) - 0.5``.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    if not (w > 0 and h > 0):
+        raise ValueError(f"box {tuple(box)} has no area")
+    sx, sy = size / (context_factor * w), size / (context_factor * h)
+    left, top = (x0 + x1) / 2 - context_factor * w / 2, (y0 + y1) / 2 - context_factor * h / 2
+    return np.array([[sx, 0.0, -sx * left - 0.5], [0.0, sy, -sy * top - 0.5]])
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a ``(2, 3)`` affine map."""
+    full = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Map ``(..., 2)`` points with a ``(2, 3)`` affine; float64 in, float64 out (callers cast)."""
+    points = np.asarray(points, np.float64)
+    matrix = np.asarray(matrix, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def crop_context(image: np.ndarray, box: np.ndarray, size: int, context_factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the context crop of one face.
+
+    Args:
+        image: ``(H, W, 3) uint8`` RGB.
+        box: ``(4,)`` box edges in image pixels.
+    Returns:
+        crop ``(size, size, 3) uint8`` and the ``(2, 3)`` image->crop matrix. Where the context reaches past the
+        image border, edge pixels are replicated (no black fill). Strong downscales are area-averaged first so
+        that small crops of large faces do not alias.
+    """
+    matrix = context_matrix(box, size, context_factor)
+    scale = min(matrix[0, 0], matrix[1, 1])
+    source, to_source = image, np.eye(3)
+    if scale < 0.5:
+        # Pre-shrink with area averaging; warpAffine's bilinear filter alone would alias at this ratio.
+        factor = 2.0 * scale
+        h, w = image.shape[:2]
+        sw, sh = max(1, int(round(w * factor))), max(1, int(round(h * factor)))
+        source = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        fx, fy = sw / w, sh / h
+        to_source = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])
+    warp = np.vstack([matrix, [0, 0, 1]]) @ np.linalg.inv(to_source)
+    crop = cv2.warpAffine(source, warp[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return crop, matrix
+
+
+def crop_to_box_units(points: np.ndarray, size: int, context_factor: float) -> np.ndarray:
+    """Context-crop pixels ``(..., 2)`` -> box units (0 and 1 at the box edges)."""
+    inner = size / context_factor
+    edge = (size - inner) / 2 - 0.5
+    return (np.asarray(points, np.float64) - edge) / inner
+
+
+def box_units_to_image(units: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Box units ``(N, 68, 2)`` with boxes ``(N, 4)`` -> image pixels ``(N, 68, 2)`` float64."""
+    boxes = np.asarray(boxes, np.float64)[:, None, :]
+    units = np.asarray(units, np.float64)
+    return boxes[..., :2] + units * (boxes[..., 2:] - boxes[..., :2])
+
+
+def image_to_box_units(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Image pixels ``(N, 68, 2)`` with boxes ``(N, 4)`` -> box units ``(N, 68, 2)`` float64."""
+    boxes = np.asarray(boxes, np.float64)[:, None, :]
+    return (np.asarray(points, np.float64) - boxes[..., :2]) / (boxes[..., 2:] - boxes[..., :2])
