@@ -1,0 +1,63 @@
+"""Landmark regression losses, chosen by name from params.
+
+All losses compare ``(B, 136)`` (or ``(B, 68, 2)``) predictions and targets in **box units** (0 and 1 at the face
+box's edges) and return a scalar: the **sum over the 136 coordinates, averaged over the faces** (the reduction of
+Caffe's Euclidean loss, up to its factor 1/2, which the original study's learning rates were tuned for). Lengths
+that the losses take as parameters (SmoothL1's ``beta``, Wing's ``w`` and ``epsilon``) are in box units too: with
+a 48-pixel box, 0.01 box units is about half a pixel.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def _per_face(values: torch.Tensor) -> torch.Tensor:
+    return values.reshape(values.shape[0], -1).sum(1).mean()
+
+
+def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape[0] != target.shape[0] or pred.numel() != target.numel():
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} do not match")
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error (the original study's loss): ``mean_faces sum_coords (p - t)^2``."""
+    _check(pred, target)
+    return _per_face((pred.reshape(target.shape) - target) ** 2)
+
+
+def smooth_l1(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.02) -> torch.Tensor:
+    """Huber-style loss: ``0.5 x^2 / beta`` for ``|x| < beta`` (box units), else ``|x| - 0.5 beta``."""
+    _check(pred, target)
+    return _per_face(F.smooth_l1_loss(pred.reshape(target.shape), target, reduction="none", beta=beta))
+
+
+def wing(pred: torch.Tensor, target: torch.Tensor, w: float = 0.1, epsilon: float = 0.02) -> torch.Tensor:
+    """Wing loss (Feng et al., CVPR 2018): ``w ln(1 + |x|/epsilon)`` for ``|x| < w``, else ``|x| - C``.
+
+    ``C = w - w ln(1 + w/epsilon)`` joins the two pieces. ``w`` and ``epsilon`` are in box units; the paper's
+    ``w = 10, epsilon = 2`` pixels of a 64-pixel input are about 0.16 and 0.03 of the image, and the defaults here
+    (0.1 and 0.02 of the face box) keep the same ratio ``w / epsilon = 5``.
+    """
+    _check(pred, target)
+    if not (w > 0 and epsilon > 0):
+        raise ValueError(f"wing loss needs w > 0 and epsilon > 0, got w={w}, epsilon={epsilon}")
+    x = (pred.reshape(target.shape) - target).abs()
+    c = w - w * math.log1p(w / epsilon)
+    return _per_face(torch.where(x < w, w * torch.log1p(x / epsilon), x - c))
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mse": mse, "smooth_l1": smooth_l1, "wing": wing}
+
+
+def build_loss(name: str, **kwargs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss ``name`` with its parameters bound, e.g. ``build_loss("wing", w=0.1, epsilon=0.02)``."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {sorted(LOSSES)}")
+    fn = LOSSES[name]
+    fn(torch.zeros(1, 2), torch.zeros(1, 2), **kwargs)  # fail now, not mid-training, on a wrong keyword or value
+    return lambda pred, target: fn(pred, target, **kwargs)

@@ -1,0 +1,499 @@
+"""Training loop for the landmark regressors: data in memory, batch augmentation, checkpoints, DVCLive logs.
+
+A run is described by a :class:`TrainConfig` (built by the training notebook from params.yaml's ``train`` section).
+It trains on ``prepared/train.npz``, validates every epoch on ``prepared/val.npz`` (a split of the training data,
+never a test set) and
+
+* logs train loss, validation loss and validation NME (inter-ocular: mean point-to-point distance in image pixels
+  divided by the distance between the outer eye corners 36 and 45, averaged over faces) with DVCLive;
+* saves a checkpoint after every epoch (model, optimizer, scheduler, every RNG state, the epoch and the logged
+  history) so a killed run continues where it stopped and ends with the weights an uninterrupted run would have;
+* writes the final weights together with the configuration that made them (:func:`save_model`).
+
+On the CPU a run is deterministic for a given config, seed and thread count.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from flmlib.augment import AugmentConfig, augment
+from flmlib.crops import box_units_to_image
+from flmlib.landmarks68 import OUTER_EYE_CORNERS
+from flmlib.losses import build_loss
+from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model
+
+#: Data sources, selected by the prefix of ``face_id`` in the prepared files.
+SOURCE_PREFIXES = {"300w": "300w/", "youtube": "youtube-faces/"}
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "onecycle", "cosine")
+CHECKPOINT_NAME = "last.pt"
+
+
+def as_bool(value, name: str) -> bool:
+    """A boolean param that may arrive as a string through papermill (``"true"``, ``"False"``, ...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"param {name}={value!r} must be true or false")
+
+
+def parse_lr_steps(text: str) -> list[tuple[int, float]]:
+    """``"200:0.005 400:0.001"`` -> ``[(200, 0.005), (400, 0.001)]``: from epoch 200 on the lr is 0.005, etc.
+
+    (A string, not a list, because DVC can only pass scalars on a command line.)
+    """
+    steps = []
+    for item in str(text).replace(",", " ").split():
+        epoch, sep, lr = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            steps.append((int(epoch), float(lr)))
+        except ValueError:
+            raise ValueError(f"lr_steps item {item!r} in {text!r} is not 'epoch:lr' (e.g. '200:0.005 400:0.001')")
+    if [e for e, _ in steps] != sorted({e for e, _ in steps}):
+        raise ValueError(f"lr_steps {text!r}: epochs must be distinct and increasing")
+    return steps
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (except the data files and the code).
+
+    ``optimizer`` is ``sgd`` (momentum, PyTorch's weight decay) or ``adamw``. ``schedule``: ``step`` (lr from
+    ``lr``, then the ``lr_steps`` epochs), ``onecycle`` (PyTorch's one-cycle, peak ``lr``, per batch) or
+    ``cosine`` (one epoch of linear warm-up, then cosine to 0, per batch). ``loss`` is a name from
+    :mod:`flmlib.losses` with ``loss_params`` as keywords. ``threads`` 0 means all cores available to this process.
+    """
+
+    epochs: int = 40
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    schedule: str = "onecycle"
+    lr_steps: str = ""
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    loss: str = "mse"
+    loss_params: dict = field(default_factory=dict)
+    model: str = "onet"
+    model_params: dict = field(default_factory=dict)
+    batch_size: int = 64
+    use_300w: bool = True
+    use_youtube: bool = True
+    augment: bool = True
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+    def __post_init__(self):
+        for name in ("use_300w", "use_youtube", "augment"):
+            object.__setattr__(self, name, as_bool(getattr(self, name), name))
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
+        if not (self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be > 0")
+        parse_lr_steps(self.lr_steps)
+        if not (self.use_300w or self.use_youtube):
+            raise ValueError("use_300w and use_youtube are both false: there is nothing to train on")
+        build_loss(self.loss, **self.loss_params)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def sources(self) -> list[str]:
+        return [name for name, on in (("300w", self.use_300w), ("youtube", self.use_youtube)) if on]
+
+
+# --------------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """One prepared split in memory.
+
+    ``crops`` ``(N, 3, S, S) uint8`` RGB context crops; ``points`` ``(N, 68, 2) float32`` crop pixels;
+    ``landmarks_image`` ``(N, 68, 2) float32`` and ``boxes`` ``(N, 4) float32`` in image pixels; ``face_id`` ``(N,)``
+    str; ``crop_size`` S and ``context_factor`` of the crops.
+    """
+
+    crops: torch.Tensor
+    points: torch.Tensor
+    landmarks_image: np.ndarray
+    boxes: np.ndarray
+    face_id: np.ndarray
+    crop_size: int
+    context_factor: float
+
+    def __len__(self) -> int:
+        return len(self.face_id)
+
+    def source_of(self) -> np.ndarray:
+        """``(N,)`` source name of each face (``300w`` / ``youtube``)."""
+        out = np.full(len(self), "", dtype=object)
+        for name, prefix in SOURCE_PREFIXES.items():
+            out[np.char.startswith(self.face_id.astype(str), prefix)] = name
+        return out
+
+
+REQUIRED_KEYS = ("crops", "landmarks", "landmarks_image", "boxes", "face_id", "crop_size", "context_factor")
+
+
+def load_split(path: str | Path, sources: list[str]) -> Split:
+    """Load a prepared ``.npz`` split and keep the faces of the given sources (``300w``, ``youtube``).
+
+    Raises:
+        FileNotFoundError / ValueError: missing file, missing key, inconsistent shapes, or no face left; the
+        message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prepared split not found (run the prepare stage first)")
+    unknown = set(sources) - set(SOURCE_PREFIXES)
+    if unknown:
+        raise ValueError(f"unknown sources {sorted(unknown)}; known: {sorted(SOURCE_PREFIXES)}")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in REQUIRED_KEYS if k not in data.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing} (has {data.files})")
+        arrays = {k: data[k] for k in REQUIRED_KEYS}
+    crops, landmarks = arrays["crops"], arrays["landmarks"]
+    n, size = len(arrays["face_id"]), int(arrays["crop_size"])
+    if crops.shape != (n, size, size, 3) or crops.dtype != np.uint8:
+        raise ValueError(f"{path}: crops are {crops.dtype} {crops.shape}, expected uint8 ({n}, {size}, {size}, 3)")
+    for key, shape in (("landmarks", (n, 68, 2)), ("landmarks_image", (n, 68, 2)), ("boxes", (n, 4))):
+        if arrays[key].shape != shape:
+            raise ValueError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
+    face_id = arrays["face_id"].astype(str)
+    keep = np.zeros(n, bool)
+    for name in sources:
+        keep |= np.char.startswith(face_id, SOURCE_PREFIXES[name])
+    if not keep.any():
+        raise ValueError(f"{path}: no face from sources {sources} (face_id prefixes {[SOURCE_PREFIXES[s] for s in sources]})")
+    return Split(
+        crops=torch.from_numpy(np.ascontiguousarray(crops[keep].transpose(0, 3, 1, 2))),
+        points=torch.from_numpy(landmarks[keep].astype(np.float32)),
+        landmarks_image=arrays["landmarks_image"][keep].astype(np.float32),
+        boxes=arrays["boxes"][keep].astype(np.float32),
+        face_id=face_id[keep],
+        crop_size=size,
+        context_factor=float(arrays["context_factor"]),
+    )
+
+
+def nme_interocular(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-face NME ``(N,)``: mean point-to-point distance / distance of outer eye corners (36, 45) of ``truth``.
+
+    Both ``(N, 68, 2)`` in the same pixel frame (image pixels, so a non-square box does not distort distances).
+    """
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    a, b = OUTER_EYE_CORNERS
+    norm = np.linalg.norm(truth[:, a] - truth[:, b], axis=-1)
+    if (norm <= 0).any():
+        raise ValueError("a face has coincident outer eye corners: inter-ocular NME undefined")
+    return np.linalg.norm(pred - truth, axis=-1).mean(-1) / norm
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other names pass through."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` intra-op threads (0: every core this process may run on); returns the number set.
+
+    The model is small, so one process with one thread per core is the fastest layout; inter-op parallelism has
+    nothing to overlap in a sequential training step and only adds contention.
+    """
+    n = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first parallel op of the process; then keep what is there
+        pass
+    return n
+
+
+def fingerprint(config: TrainConfig, paths: list[Path]) -> str:
+    """Hash of the config (without device/threads), the data files and this training code.
+
+    A checkpoint is resumed only when its fingerprint matches, so changed params, data or code restart cleanly.
+    """
+    h = hashlib.sha256()
+    cfg = config.as_dict()
+    cfg.pop("device"), cfg.pop("threads")
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    here = Path(__file__).resolve().parent
+    for p in [*paths, *(here / m for m in ("train.py", "augment.py", "models.py", "losses.py", "landmarks68.py"))]:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
+    """A per-batch scheduler (``.step()`` after every optimizer step) for ``config.schedule``."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
+    if config.schedule == "cosine":
+        warm = steps_per_epoch
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    steps = parse_lr_steps(config.lr_steps)
+
+    def step_factor(step: int) -> float:
+        epoch, lr = step // steps_per_epoch, config.lr
+        for start, value in steps:
+            if epoch >= start:
+                lr = value
+        return lr / config.lr
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, step_factor)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2)`` box units (CPU float32), in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out).reshape(-1, 68, 2)
+
+
+class Evaluator:
+    """Validation on the plain central box of every face: loss (box units) and inter-ocular NME (image pixels)."""
+
+    def __init__(self, split: Split, loss_fn, out_size: int):
+        self.images, self.targets = augment(split.crops, split.points, None, out_size=out_size,
+                                            context_factor=split.context_factor)
+        self.split, self.loss_fn = split, loss_fn
+        self.sources = split.source_of()
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        pred = predict(model, self.images)
+        loss = float(self.loss_fn(pred, self.targets))
+        nme = nme_interocular(box_units_to_image(pred.numpy(), self.split.boxes), self.split.landmarks_image)
+        row = {"val/loss": loss, "val/nme": float(nme.mean())}
+        for name in SOURCE_PREFIXES:
+            if (self.sources == name).any():
+                row[f"val/nme_{name}"] = float(nme[self.sources == name].mean())
+        return row
+
+
+def _save_atomic(obj, path: Path) -> None:
+    # Write-then-rename: a run killed while saving leaves the previous checkpoint intact.
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_config(config: TrainConfig, split: Split, model: torch.nn.Module) -> dict:
+    """What an inference API needs to rebuild and feed the model, plus how it was trained."""
+    return {
+        "model": config.model,
+        "model_kwargs": dict(config.model_params),
+        "input_size": int(model.input_size),
+        "input": "RGB float 0..255, (B, 3, input_size, input_size); the model normalises it itself",
+        "normalisation": {"mean": PIXEL_MEAN, "scale": PIXEL_SCALE, "formula": "(x - mean) / scale"},
+        "crop_size": int(split.crop_size),
+        "context_factor": float(split.context_factor),
+        "input_region": "the face box, resampled to input_size x input_size (box edges at pixel edges)",
+        "output": "(B, 136) = 68 x (x, y) in box units: 0 and 1 at the face box's edges",
+        "train": {**config.as_dict(), "augmentation": config.augmentation.as_dict()},
+        "torch": torch.__version__,
+    }
+
+
+def save_model(path: str | Path, model: torch.nn.Module, config: dict) -> None:
+    """Write ``{"state_dict", "config"}`` (CPU tensors); :func:`flmlib.models.load_trained` reads it back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _save_atomic({"state_dict": state, "config": json.loads(json.dumps(config, default=str))}, path)
+
+
+# ----------------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: per-epoch history rows, final validation row, the epoch resumed from, wall time."""
+
+    history: list[dict]
+    final: dict
+    resumed_from: int
+    seconds: float
+    model: torch.nn.Module = field(repr=False)
+
+
+def train(
+    config: TrainConfig,
+    train_path: str | Path,
+    val_path: str | Path,
+    model_path: str | Path,
+    checkpoint_dir: str | Path,
+    live_dir: str | Path | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) a model as described by ``config``; write ``model_path`` at the end.
+
+    ``checkpoint_dir/last.pt`` holds the state after the last finished epoch; if its fingerprint (config, data,
+    code) matches, training continues from it (and a finished run is not repeated). ``on_epoch_end(epoch, row)`` is
+    called after each epoch's checkpoint is written (epochs count from 1).
+    """
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    train_path, val_path, checkpoint_dir = Path(train_path), Path(val_path), Path(checkpoint_dir)
+    sources = config.sources()
+    train_split, val_split = load_split(train_path, sources), load_split(val_path, sources)
+    if (train_split.crop_size, train_split.context_factor) != (val_split.crop_size, val_split.context_factor):
+        raise ValueError(f"{train_path} and {val_path} have different crop_size/context_factor")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, **config.model_params).to(device)
+    out_size = model.input_size
+    aug = config.augmentation if config.augment else None
+    if aug is not None:
+        aug.check(train_split.crop_size, train_split.context_factor, out_size)
+    loss_fn = build_loss(config.loss, **config.loss_params)
+    n = len(train_split)
+    # Drop the ragged last batch (when there is more than one): a tiny batch makes a noisy step and BN-free
+    # models gain nothing from it; the shuffle changes every epoch so no face is left out for good.
+    steps_per_epoch = max(1, n // config.batch_size)
+    optimizer = build_optimizer(config, model.parameters())
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
+    shuffle_gen = torch.Generator().manual_seed(config.seed)
+    aug_gen = torch.Generator().manual_seed(config.seed + 1)
+    evaluate = Evaluator(val_split, loss_fn, out_size)
+
+    print_ = tqdm.write if progress else (lambda *_: None)
+    key = fingerprint(config, [train_path, val_path])
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = checkpoint_dir / CHECKPOINT_NAME
+    history: list[dict] = []
+    start = 0
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("fingerprint") == key and ckpt["epoch"] <= config.epochs:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            shuffle_gen.set_state(ckpt["shuffle_rng"])
+            aug_gen.set_state(ckpt["augment_rng"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            history, start = ckpt["history"], ckpt["epoch"]
+            print_(f"resuming from {ckpt_path} after epoch {start} of {config.epochs}")
+        else:
+            print_(f"{ckpt_path} belongs to other params, data or code: starting afresh")
+
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+
+        # dvcyaml=None: the project's dvc.yaml declares the plots; DVCLive must not rewrite it.
+        live = Live(str(live_dir), resume=False, save_dvc_exp=False, dvcyaml=None)
+        for row in history:  # replay what the checkpoint knows, so the curves match an uninterrupted run
+            _log_row(live, row)
+
+    crops, points = train_split.crops.to(device), train_split.points.to(device)
+    bar = tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="epochs", disable=not progress,
+               mininterval=1.0)
+    for epoch in bar:
+        epoch_start = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=shuffle_gen)
+        total, count = 0.0, 0
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
+            images, targets = augment(crops[idx], points[idx], aug, aug_gen, out_size, train_split.context_factor)
+            loss = loss_fn(model(images), targets.reshape(len(idx), -1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        row = {"epoch": epoch + 1, "train/loss": total / count, **evaluate(model),
+               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+        history.append(row)
+        _save_atomic(
+            {
+                "fingerprint": key, "epoch": epoch + 1, "history": history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "shuffle_rng": shuffle_gen.get_state(), "augment_rng": aug_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            ckpt_path,
+        )
+        if live is not None:
+            _log_row(live, row)
+        bar.set_postfix({"train": f"{row['train/loss']:.4f}", "val": f"{row['val/loss']:.4f}",
+                         "val NME": f"{row['val/nme']:.4f}"}, refresh=False)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+    bar.close()
+
+    final = history[-1] if history else evaluate(model)
+    config_out = model_config(config, train_split, model)
+    config_out.update({"epochs_trained": len(history), "train_minutes": train_minutes(history), "val": {k: v for k, v in final.items() if k.startswith("val/")},
+                       "train_faces": n, "val_faces": len(val_split)})
+    save_model(model_path, model, config_out)
+    if live is not None:
+        live.summary.update({"epochs": len(history), "minutes": train_minutes(history)})
+        live.make_summary()
+    return TrainResult(history=history, final=final, resumed_from=start, seconds=time.perf_counter() - started,
+                       model=model.cpu().eval())
+
+
+def train_minutes(history: list[dict]) -> float:
+    """Training wall time in minutes summed over epochs (so a resumed run counts its earlier sessions too)."""
+    return sum(row["seconds"] for row in history) / 60
+
+
+def _log_row(live, row: dict) -> None:
+    live.step = row["epoch"] - 1
+    for name, value in row.items():
+        if name not in ("epoch", "seconds"):
+            live.log_metric(name, value)
+    live.next_step()

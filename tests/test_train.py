@@ -1,0 +1,136 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flmlib import train as T
+from flmlib.augment import AugmentConfig
+from flmlib.bench_train import synthetic_arrays, write_synthetic_split
+from flmlib.models import load_trained
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepared")
+    return write_synthetic_split(root / "train.npz", 96, seed=0), write_synthetic_split(root / "val.npz", 24, seed=1)
+
+
+def tiny(**changes) -> T.TrainConfig:
+    base = T.TrainConfig(epochs=3, batch_size=16, lr=3e-3, schedule="onecycle", threads=1, device="cpu",
+                         augmentation=AugmentConfig(rotate=20))
+    return base.replace(**changes)
+
+
+def run(config, splits, root, **kw):
+    return T.train(config, *splits, root / "onet.pt", root / "ckpt", root / "live", progress=False, **kw)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def metrics(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_deterministic_on_cpu(splits, tmp_path):
+    a = run(tiny(), splits, tmp_path / "a")
+    b = run(tiny(), splits, tmp_path / "b")
+    c = run(tiny(seed=1), splits, tmp_path / "c")
+    assert metrics(a.history) == metrics(b.history) and same_weights(a.model, b.model)
+    assert not same_weights(a.model, c.model)  # the seed matters, so the equality above is not vacuous
+
+
+def test_killed_run_resumes_to_the_same_weights(splits, tmp_path):
+    whole = run(tiny(), splits, tmp_path / "whole")
+
+    def kill_after_second(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(), splits, tmp_path / "killed", on_epoch_end=kill_after_second)
+    assert not (tmp_path / "killed" / "onet.pt").exists()
+    resumed = run(tiny(), splits, tmp_path / "killed")
+    assert resumed.resumed_from == 2
+    assert same_weights(whole.model, resumed.model)
+    assert metrics(whole.history) == metrics(resumed.history)
+    # the DVCLive curve has one row per epoch, as an uninterrupted run's
+    rows = (tmp_path / "killed" / "live" / "plots" / "metrics" / "val" / "nme.tsv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3
+    # a finished run is not trained again
+    again = run(tiny(), splits, tmp_path / "killed")
+    assert again.resumed_from == 3 and same_weights(whole.model, again.model)
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(splits, tmp_path):
+    run(tiny(epochs=2), splits, tmp_path)
+    other = run(tiny(epochs=2, lr=1e-3), splits, tmp_path)
+    assert other.resumed_from == 0
+
+
+def test_model_file_rebuilds_the_model(splits, tmp_path):
+    result = run(tiny(epochs=1), splits, tmp_path)
+    model, config = load_trained(tmp_path / "onet.pt")
+    x = torch.rand(4, 3, 48, 48) * 255
+    assert torch.equal(model(x), result.model(x))
+    assert config["model"] == "onet" and config["input_size"] == 48
+    assert config["crop_size"] == 96 and config["context_factor"] == 2.0
+    assert config["normalisation"] == {"mean": 127.5, "scale": 128.0, "formula": "(x - mean) / scale"}
+    assert config["train"]["epochs"] == 1 and config["epochs_trained"] == 1
+    assert config["val"]["val/nme"] == pytest.approx(result.final["val/nme"])
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert summary["epochs"] == 1 and summary["val"]["nme"] == pytest.approx(result.final["val/nme"])
+
+
+def test_sources_select_faces_by_face_id(splits):
+    both = T.load_split(splits[0], ["300w", "youtube"])
+    only = T.load_split(splits[0], ["300w"])
+    assert len(both) == 96 and len(only) == 48
+    assert all(f.startswith("300w/") for f in only.face_id)
+    assert only.crops.shape == (48, 3, 96, 96) and only.crops.dtype == torch.uint8
+    with pytest.raises(ValueError, match="nothing to train on"):
+        tiny(use_300w=False, use_youtube="false")
+
+
+def test_load_split_names_the_bad_file(tmp_path):
+    data = synthetic_arrays(4)
+    del data["boxes"]
+    np.savez(tmp_path / "bad.npz", **data)
+    with pytest.raises(ValueError, match=r"bad\.npz.*boxes"):
+        T.load_split(tmp_path / "bad.npz", ["300w"])
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        T.load_split(tmp_path / "missing.npz", ["300w"])
+
+
+def test_nme_interocular_hand_computed():
+    truth = np.zeros((1, 68, 2))
+    truth[0, 45] = (10.0, 0.0)  # outer eye corners 10 px apart
+    pred = truth.copy()
+    pred[0, :, 1] += 1.0  # every point 1 px off
+    assert T.nme_interocular(pred, truth) == pytest.approx([0.1])
+    assert T.nme_interocular(truth, truth) == pytest.approx([0.0])
+
+
+def test_step_schedule_follows_lr_steps():
+    config = tiny(optimizer="sgd", schedule="step", lr=0.01, lr_steps="2:0.005 4:0.001", epochs=6)
+    opt = T.build_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
+    sched = T.build_scheduler(config, opt, steps_per_epoch=3)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        for _ in range(3):
+            opt.step(), sched.step()
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.001, 0.001])
+
+
+def test_config_validation_and_papermill_strings():
+    assert tiny(augment="false").augment is False and tiny(use_youtube="True").use_youtube is True
+    with pytest.raises(ValueError, match="optimizer"):
+        tiny(optimizer="adam")
+    with pytest.raises(ValueError, match="epoch:lr"):
+        T.parse_lr_steps("200-0.005")
+    with pytest.raises(ValueError, match="true or false"):
+        tiny(augment="yes")
