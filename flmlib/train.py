@@ -28,7 +28,7 @@ import torch
 
 from flmlib.augment import AugmentConfig, augment
 from flmlib.crops import box_units_to_image
-from flmlib.landmarks68 import OUTER_EYE_CORNERS
+from flmlib.metrics import nme_interocular, rmse_box
 from flmlib.losses import build_loss
 from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model
 
@@ -49,11 +49,14 @@ def as_bool(value, name: str) -> bool:
 
 
 def parse_lr_steps(text: str) -> list[tuple[int, float]]:
-    """``"200:0.005 400:0.001"`` -> ``[(200, 0.005), (400, 0.001)]``: from epoch 200 on the lr is 0.005, etc.
+    """``"200:0.005,400:0.001"`` -> ``[(200, 0.005), (400, 0.001)]``: from epoch 200 on the lr is 0.005, etc.
 
-    (A string, not a list, because DVC can only pass scalars on a command line.)
+    Items are separated by commas or spaces; ``""`` or ``"none"`` means no steps. (A string, not a list, because
+    DVC can only pass scalars on a command line.)
     """
     steps = []
+    if str(text).strip().lower() in ("", "none"):
+        return steps
     for item in str(text).replace(",", " ").split():
         epoch, sep, lr = item.partition(":")
         try:
@@ -72,8 +75,8 @@ class TrainConfig:
     """Everything that determines a training run (except the data files and the code).
 
     ``optimizer`` is ``sgd`` (momentum, PyTorch's weight decay) or ``adamw``. ``schedule``: ``step`` (lr from
-    ``lr``, then the ``lr_steps`` epochs), ``onecycle`` (PyTorch's one-cycle, peak ``lr``, per batch) or
-    ``cosine`` (one epoch of linear warm-up, then cosine to 0, per batch). ``loss`` is a name from
+    ``lr``, then the ``lr_steps`` epochs), ``onecycle`` (warm-up to peak ``lr`` over a quarter of the run, cosine
+    down to ``lr / 1e4``, per batch) or ``cosine`` (one epoch of linear warm-up, then cosine to 0, per batch). ``loss`` is a name from
     :mod:`flmlib.losses` with ``loss_params`` as keywords. ``threads`` 0 means all cores available to this process.
     """
 
@@ -123,6 +126,51 @@ class TrainConfig:
 
     def sources(self) -> list[str]:
         return [name for name, on in (("300w", self.use_300w), ("youtube", self.use_youtube)) if on]
+
+
+NAMED_KEYS = ("epochs", "optimizer", "lr", "schedule", "lr_steps", "momentum", "weight_decay", "loss")
+
+
+def config_from_params(
+    config: str,
+    configs: dict[str, dict],
+    epochs: int = 0,
+    wing_w: float = 0.1,
+    wing_epsilon: float = 0.02,
+    smooth_l1_beta: float = 0.02,
+    aug_flip: float = 0.5,
+    aug_shift: float = 0.05,
+    aug_scale: float = 0.1,
+    aug_rotate: float = 15.0,
+    aug_brightness: float = 0.1,
+    aug_contrast: float = 0.2,
+    **shared,
+) -> TrainConfig:
+    """Build the run's config from params.yaml's ``train`` section as the notebook receives it.
+
+    Args:
+        config: name of the configuration to run (``fast`` or ``faithful``), a key of ``configs``.
+        configs: name -> that configuration's optimisation keys (:data:`NAMED_KEYS`).
+        epochs: 0 keeps the configuration's own epochs; > 0 overrides them (smoke runs). The lr schedule is not
+            rescaled: a shortened ``faithful`` run never reaches its lr steps.
+        wing_w, wing_epsilon, smooth_l1_beta: loss lengths in box units, used by the loss that needs them.
+        aug_*: augmentation strengths (:class:`flmlib.augment.AugmentConfig`, 0 = off).
+        shared: the remaining :class:`TrainConfig` fields (model, batch_size, use_300w, use_youtube, augment,
+            seed, device, threads).
+    """
+    if config not in configs:
+        raise ValueError(f"train config {config!r} is not one of the named configurations {sorted(configs)}")
+    named = dict(configs[config])
+    unknown = set(named) - set(NAMED_KEYS)
+    if unknown:
+        raise ValueError(f"configuration {config!r} has unknown keys {sorted(unknown)}; allowed: {NAMED_KEYS}")
+    if int(epochs) > 0:
+        named["epochs"] = int(epochs)
+    loss_params = {"mse": {}, "wing": {"w": wing_w, "epsilon": wing_epsilon}, "smooth_l1": {"beta": smooth_l1_beta}}
+    augmentation = AugmentConfig(flip=aug_flip, shift=aug_shift, scale=aug_scale, rotate=aug_rotate,
+                                 brightness=aug_brightness, contrast=aug_contrast)
+    return TrainConfig(**named, loss_params=loss_params.get(named.get("loss", "mse"), {}), augmentation=augmentation,
+                       **shared)
 
 
 # --------------------------------------------------------------------------------------------------------- data
@@ -201,19 +249,6 @@ def load_split(path: str | Path, sources: list[str]) -> Split:
     )
 
 
-def nme_interocular(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-face NME ``(N,)``: mean point-to-point distance / distance of outer eye corners (36, 45) of ``truth``.
-
-    Both ``(N, 68, 2)`` in the same pixel frame (image pixels, so a non-square box does not distort distances).
-    """
-    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
-    a, b = OUTER_EYE_CORNERS
-    norm = np.linalg.norm(truth[:, a] - truth[:, b], axis=-1)
-    if (norm <= 0).any():
-        raise ValueError("a face has coincident outer eye corners: inter-ocular NME undefined")
-    return np.linalg.norm(pred - truth, axis=-1).mean(-1) / norm
-
-
 # ------------------------------------------------------------------------------------------------------ helpers
 
 
@@ -265,15 +300,19 @@ def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     """A per-batch scheduler (``.step()`` after every optimizer step) for ``config.schedule``."""
     total = config.epochs * steps_per_epoch
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
-    if config.schedule == "cosine":
-        warm = steps_per_epoch
+    if config.schedule in ("onecycle", "cosine"):
+        # onecycle: warm up linearly from lr/25 over the first quarter, then cosine down to lr/1e4 (Smith's
+        # one-cycle without momentum cycling). cosine: one epoch of warm-up from ~0, then cosine down to 0.
+        # Written as LambdaLR so that tiny smoke runs (a handful of steps) work and resume is a plain step count.
+        onecycle = config.schedule == "onecycle"
+        warm = max(1, round(0.25 * total)) if onecycle else steps_per_epoch
+        low, floor = (1 / 25, 1e-4) if onecycle else (0.0, 0.0)
 
         def factor(step: int) -> float:
             if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+                return low + (1 - low) * (step + 1) / warm
+            progress = min(1.0, (step - warm + 1) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     steps = parse_lr_steps(config.lr_steps)
@@ -298,7 +337,12 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512)
 
 
 class Evaluator:
-    """Validation on the plain central box of every face: loss (box units) and inter-ocular NME (image pixels)."""
+    """Validation on the plain central box of every face.
+
+    Returns ``val/loss`` (the training loss, box units), ``val/nme_interocular`` (mean over faces; also per source
+    as ``val/nme_interocular_<source>``) and ``val/rmse_box`` (the original study's RMSE / sqrt(w h) of the face
+    box), the last two on image pixels via :mod:`flmlib.metrics`.
+    """
 
     def __init__(self, split: Split, loss_fn, out_size: int):
         self.images, self.targets = augment(split.crops, split.points, None, out_size=out_size,
@@ -309,11 +353,13 @@ class Evaluator:
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         pred = predict(model, self.images)
         loss = float(self.loss_fn(pred, self.targets))
-        nme = nme_interocular(box_units_to_image(pred.numpy(), self.split.boxes), self.split.landmarks_image)
-        row = {"val/loss": loss, "val/nme": float(nme.mean())}
+        pred_image = box_units_to_image(pred.numpy(), self.split.boxes)
+        nme = nme_interocular(pred_image, self.split.landmarks_image)
+        row = {"val/loss": loss, "val/nme_interocular": float(nme.mean())}
         for name in SOURCE_PREFIXES:
             if (self.sources == name).any():
-                row[f"val/nme_{name}"] = float(nme[self.sources == name].mean())
+                row[f"val/nme_interocular_{name}"] = float(nme[self.sources == name].mean())
+        row["val/rmse_box"] = float(rmse_box(pred_image, self.split.landmarks_image, self.split.boxes).mean())
         return row
 
 
@@ -469,7 +515,7 @@ def train(
         if live is not None:
             _log_row(live, row)
         bar.set_postfix({"train": f"{row['train/loss']:.4f}", "val": f"{row['val/loss']:.4f}",
-                         "val NME": f"{row['val/nme']:.4f}"}, refresh=False)
+                         "val NME io": f"{row['val/nme_interocular']:.4f}"}, refresh=False)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
     bar.close()

@@ -54,7 +54,7 @@ def augmented_samples_figure(crops: torch.Tensor, points: torch.Tensor, config: 
             ax = axes[row, k + 1]
             ax.imshow(images[k].permute(1, 2, 0).clamp(0, 255).byte().numpy())
             px = units[k].numpy() * out_size - 0.5  # box units -> input pixel centres
-            ax.scatter(px[:, 0], px[:, 1], s=2, c=colours, linewidths=0)
+            ax.scatter(px[:, 0], px[:, 1], s=4, c=colours, linewidths=0)
             if row == 0:
                 ax.set_title(f"{np.degrees(float(params['angle'][k])):+.0f}°{' flip' if params['flip'][k] else ''}", fontsize=7)
     for ax in axes.ravel():
@@ -73,10 +73,11 @@ def training_curves_figure(history: list[dict], title: str = "", path: str | Pat
     a.plot(epoch, [r["train/loss"] for r in history], label="train (augmented)")
     a.plot(epoch, [r["val/loss"] for r in history], label="validation")
     a.set_yscale("log"), a.set_xlabel("epoch"), a.set_ylabel("loss (box units)"), a.legend(fontsize=8)
-    for key in sorted(k for k in history[-1] if k.startswith("val/nme")):
-        b.plot(epoch, [r.get(key, np.nan) for r in history], label=key.replace("val/", ""))
+    for key in sorted(k for k in history[-1] if k.startswith("val/nme_interocular")):
+        label = key.replace("val/nme_interocular", "all").replace("all_", "")
+        b.plot(epoch, [r.get(key, np.nan) for r in history], label=label)
     b.set_xlabel("epoch"), b.set_ylabel("validation NME (inter-ocular)"), b.legend(fontsize=8)
-    b.set_ylim(0, min(0.5, max(r["val/nme"] for r in history) * 1.05))
+    b.set_ylim(0, min(0.5, max(r["val/nme_interocular"] for r in history) * 1.05))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

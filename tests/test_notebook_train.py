@@ -1,0 +1,49 @@
+"""2-epoch papermill smoke run of notebooks/02-train.ipynb on tiny synthetic prepared splits, in a tmp dir."""
+import json
+
+import nbformat
+import pytest
+import torch
+
+from flmlib.bench_train import write_synthetic_split
+from flmlib.models import load_trained
+from flmlib.paths import PROJECT_ROOT
+
+NOTEBOOK = PROJECT_ROOT / "notebooks" / "02-train.ipynb"
+
+
+def test_source_notebook_is_clean_with_one_parameters_cell():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+    assert nb.metadata["kernelspec"]["name"] == "python3" and nb.metadata["language_info"]["name"] == "python"
+
+
+@pytest.mark.slow
+def test_two_epoch_smoke_run(tmp_path):
+    import papermill as pm
+
+    train = write_synthetic_split(tmp_path / "prepared" / "train.npz", 48, seed=0)
+    val = write_synthetic_split(tmp_path / "prepared" / "val.npz", 12, seed=1)
+    out = {name: tmp_path / rel for name, rel in {
+        "model_path": "models/onet.pt", "checkpoint_dir": "checkpoints", "live_dir": "dvclive",
+        "augment_figure": "figures/augmented.png", "curves_figure": "figures/curves.png",
+        "timing_path": "timings/train.json"}.items()}
+    pm.execute_notebook(
+        str(NOTEBOOK), str(tmp_path / "executed.ipynb"), kernel_name="python3", progress_bar=False,
+        parameters={"train_path": str(train), "val_path": str(val), **{k: str(v) for k, v in out.items()},
+                    "config": "fast", "epochs": 2, "batch_size": 16, "threads": 1, "device": "cpu",
+                    "use_youtube": "false", "figure_faces": 2},
+    )
+    model, config = load_trained(out["model_path"])
+    assert config["epochs_trained"] == 2 and config["train"]["use_youtube"] is False
+    assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 136)
+    assert out["augment_figure"].stat().st_size > 10_000 and out["curves_figure"].stat().st_size > 10_000
+    nme = (out["live_dir"] / "plots" / "metrics" / "val" / "nme_interocular.tsv").read_text().splitlines()
+    assert len(nme) == 1 + 2
+    timing = json.loads(out["timing_path"].read_text())
+    assert timing["epochs"] == 2 and timing["config"] == "fast"
+    assert (out["checkpoint_dir"] / "last.pt").is_file()
+    # the source notebook is untouched by the run
+    assert not any(c.get("outputs") for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")
