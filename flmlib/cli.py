@@ -1,0 +1,243 @@
+"""``flm``: the study's command-line tool (console script registered in pyproject.toml).
+
+    flm predict IMAGE_OR_DIR... [--model onet|dlib] [--checkpoint models/onet.pt] [--out DIR]
+    flm export --format onnx [--checkpoint models/onet.pt] [--out models/onet.onnx]
+
+``predict`` writes, per input image, ``<out>/<stem>.json`` (image size, method, boxes, 68 points per face) and
+``<out>/<stem>.png`` (the image with boxes and points drawn). Bad inputs are reported on stderr and skipped; the
+exit code says whether everything went through (see :data:`EXIT_CODES`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from flmlib.io import DataError
+
+EXIT_OK = 0
+EXIT_INPUT_SKIPPED = 1
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_MODEL = 3
+EXIT_CODES = {
+    EXIT_OK: "every input was processed (predict: at least one face in each image)",
+    EXIT_INPUT_SKIPPED: "some inputs were skipped: missing file, not an image, or no face found (the others were written)",
+    EXIT_USAGE: "bad command line",
+    EXIT_MODEL: "the model could not be loaded or exported (e.g. missing or invalid --checkpoint)",
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Images whose faces go through the network together; bounds memory when a folder holds thousands of images.
+CHUNK = 64
+
+COORDINATES = ("0-based image pixels, pixel centres at integers; box = (x0, y0, x1, y1) edges; points = 68 (x, y)"
+               " in the iBUG 68-point order")
+
+
+def _error(message: str) -> None:
+    print(f"flm: error: {message}", file=sys.stderr)
+
+
+def _codes_text() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
+def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Arguments -> image paths (folders give their image files, sorted, not recursive) and error messages."""
+    paths, errors = [], []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                errors.append(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif not path.exists():
+            errors.append(f"{path}: no such file or folder")
+        else:
+            paths.append(path)
+    return paths, errors
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """One output name per input: the file stem, with ``-2``, ``-3``, ... where stems repeat."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        stems.append(path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+    return stems
+
+
+def annotate(image: np.ndarray, faces) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB copy with each face's box (green) and 68 points (red) drawn, as BGR for cv2."""
+    import cv2
+
+    out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    scale = max(1, round(max(image.shape[:2]) / 400))
+    for face in faces:
+        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 200, 0), scale)
+        for x, y in face.points:
+            cv2.circle(out, (int(round(x)), int(round(y))), scale + 1, (0, 0, 255), -1, lineType=cv2.LINE_AA)
+    return out
+
+
+def to_json(record: dict) -> str:
+    """Indented JSON with each list of plain numbers (a box, a point) kept on one line."""
+    text = json.dumps(record, indent=1)
+    return re.sub(r"\[\s+([-+0-9.eE,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"
+
+
+def face_record(path: Path, image: np.ndarray, faces, method: str, upsample: int, model: str | None) -> dict:
+    """The JSON written for one image."""
+    height, width = image.shape[:2]
+    return {"image": str(path), "width": width, "height": height, "method": method, "model": model,
+            "detector": {"name": "dlib HOG", "upsample": upsample}, "coordinates": COORDINATES,
+            "faces": [{k: v for k, v in face.to_dict().items() if k != "method"} for face in faces]}
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+
+    from flmlib.io import read_image
+    from flmlib.predictor import Predictor
+
+    kwargs = {}
+    if args.model == "onet":
+        kwargs = {"checkpoint": args.checkpoint, "backend": args.backend, "device": args.device,
+                  "batch_size": args.batch_size}
+    try:
+        predictor = Predictor.from_name(args.model, upsample=args.upsample, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _error(f"cannot load the {args.model} landmarker: {exc}")
+        return EXIT_MODEL
+    paths, errors = expand_inputs(args.inputs)
+    for message in errors:
+        _error(message)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = str(args.checkpoint) if args.model == "onet" else str(getattr(predictor.landmarker, "model_path", ""))
+    failed, written = len(errors), 0
+    stems = output_stems(paths)
+    for start in range(0, len(paths), CHUNK):
+        images, names = [], []
+        for path, stem in zip(paths[start : start + CHUNK], stems[start : start + CHUNK]):
+            try:
+                images.append((path, read_image(path)))
+                names.append(stem)
+            except DataError as exc:
+                _error(str(exc))
+                failed += 1
+        if not images:
+            continue
+        try:
+            results = predictor.predict_many([image for _, image in images])
+        except ValueError as exc:
+            _error(f"landmarking failed for {', '.join(str(p) for p, _ in images)}: {exc}")
+            failed += len(images)
+            continue
+        for (path, image), stem, faces in zip(images, names, results):
+            if not faces:
+                _error(f"{path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
+                failed += 1
+                continue
+            record = face_record(path, image, faces, predictor.method, predictor.upsample, model_name)
+            (out / f"{stem}.json").write_text(to_json(record))
+            cv2.imwrite(str(out / f"{stem}.png"), annotate(image, faces))
+            written += 1
+            if not args.quiet:
+                print(f"{path}: {len(faces)} face(s) -> {out / stem}.json, .png")
+    if not args.quiet:
+        print(f"{written} image(s) written to {out}, {failed} input(s) skipped")
+    return EXIT_OK if failed == 0 else EXIT_INPUT_SKIPPED
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from flmlib.export import export_onnx, max_difference, onnx_session
+    from flmlib.models import load_trained
+    from flmlib.paths import project_path
+
+    try:
+        model, config = load_trained(project_path(args.checkpoint))
+        path = export_onnx(model, config, args.out)
+        diff = max_difference(model, onnx_session(path))
+    except (OSError, ValueError, RuntimeError) as exc:
+        _error(f"export failed: {exc}")
+        return EXIT_MODEL
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.2f} MB, ONNX, dynamic batch); ONNX Runtime vs PyTorch max |diff| on random input:"
+          f" {diff:.2e} box units")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flm",
+        description="68-point facial landmarks with the study's O-Net or dlib's shape predictor.",
+        epilog=_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,export}")
+
+    predict = sub.add_parser(
+        "predict", help="find faces and their 68 landmarks in images",
+        description=(
+            "Find faces with dlib's HOG detector and place 68 landmarks on each, with O-Net (default) or dlib's shape"
+            " predictor. For every input image writes OUT/<name>.json (image size, method, per face: box and 68"
+            " points, " + COORDINATES + ") and OUT/<name>.png (boxes and points drawn). Missing files, files that"
+            " are not images, and images without a face are reported on stderr and skipped; the others are still"
+            " processed."
+        ),
+        epilog=_codes_text() + "\n\nexample:\n  flm predict data/300w/helen/testset --model onet --out out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                         help="image files, or folders whose image files (not recursive) are all used")
+    predict.add_argument("--model", choices=("onet", "dlib"), default="onet",
+                         help="landmarker: the study's O-Net (needs --checkpoint) or dlib's shape predictor"
+                              " (default: %(default)s)")
+    predict.add_argument("--checkpoint", default="models/onet.pt",
+                         help="O-Net model file: a .pt written by training, or a .onnx written by `flm export`;"
+                              " relative paths are taken from the project root (default: %(default)s)")
+    predict.add_argument("--out", default="flm-out", help="output folder, created if needed (default: %(default)s)")
+    predict.add_argument("--upsample", type=int, default=None,
+                         help="HOG detector upsampling (default: prepare.upsample from params.yaml, as in the study)")
+    predict.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                         help="O-Net inference engine: PyTorch or ONNX Runtime (default: %(default)s)")
+    predict.add_argument("--device", default="auto", help="torch device for O-Net: auto, cpu, cuda (default: %(default)s)")
+    predict.add_argument("--batch-size", type=int, default=256, help="O-Net faces per forward pass (default: %(default)s)")
+    predict.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser(
+        "export", help="export the O-Net model file to ONNX",
+        description=(
+            "Write the trained O-Net as ONNX (input 'images' (B, 3, 48, 48) float32 RGB 0..255, output 'points'"
+            " (B, 136) box units, dynamic batch B; the model config is stored in the file's metadata), then check"
+            " ONNX Runtime against PyTorch on a random batch and print the largest difference."
+        ),
+        epilog=_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: %(default)s)")
+    export.add_argument("--checkpoint", default="models/onet.pt",
+                        help="trained model file, relative paths from the project root (default: %(default)s)")
+    export.add_argument("--out", default="models/onet.onnx", help="output file (default: %(default)s)")
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``flm``; returns the exit code (see :data:`EXIT_CODES`)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""Landmarkers: given an image and face boxes, return 68 points per face in image pixels.
+
+Two methods share one interface, so the predictor, the CLI, the comparison and the benchmark use them the same way:
+
+* :class:`DlibShapePredictor` (name ``"dlib"``): dlib's ensemble of regression trees,
+  ``shape_predictor_68_face_landmarks.dat`` from the ``face-recognition-models`` package.
+* :class:`ONetLandmarker` (name ``"onet"``): the study's O-Net, loaded from a model file written by
+  :func:`flmlib.train.save_model` (``models/onet.pt``), run with PyTorch (eager or ``torch.compile``) or ONNX Runtime.
+
+Every landmarker has ``name``, ``predict(image, boxes)`` and ``predict_batch(images, boxes_list)``:
+
+* ``image``: ``(H, W, 3) uint8`` RGB;
+* ``boxes``: ``(K, 4)`` float face boxes, ``(x0, y0, x1, y1)`` edges in image pixels (:mod:`flmlib.crops`);
+* result: ``(K, 68, 2) float32`` landmarks, 0-based image pixels (pixel centres at integers).
+
+O-Net's preprocessing is the training code's evaluation path, step by step: :func:`flmlib.crops.crop_context`
+(``crop_size``, ``context_factor`` from the model file), then the un-augmented resample of the central box to the
+network input (:func:`flmlib.augment.warp` with :func:`flmlib.augment.identity_params`), then the model, which
+normalises its pixels itself; its box-unit output goes back to image pixels with
+:func:`flmlib.crops.box_units_to_image`.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from flmlib.augment import box_matrices, identity_params, warp
+from flmlib.crops import box_to_dlib, box_units_to_image, crop_context
+from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, load_trained
+from flmlib.paths import project_path
+from flmlib.train import resolve_device
+
+N_POINTS = 68
+#: Where the study's trained O-Net lives (relative to the project root).
+DEFAULT_CHECKPOINT = "models/onet.pt"
+BACKENDS = ("torch", "compile", "onnx")
+DLIB_MODEL_FILE = "models/shape_predictor_68_face_landmarks.dat"
+
+
+# ------------------------------------------------------------------------------------------------- input checks
+
+
+def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB as a C-contiguous array; anything else raises ``ValueError`` naming ``what``."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"{what} must be an (H, W, 3) uint8 RGB array, got {desc}")
+    return np.ascontiguousarray(image)
+
+
+def check_boxes(boxes, what: str = "boxes") -> np.ndarray:
+    """``(K, 4)`` finite boxes with positive width and height as float32; else ``ValueError`` naming the box."""
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.size == 0:
+        return np.zeros((0, 4), np.float32)
+    if boxes.ndim == 1 and boxes.shape == (4,):
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{what} must be (K, 4) box edges (x0, y0, x1, y1), got shape {boxes.shape}")
+    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{what}[{i}] = {boxes[i].tolist()} is not a box with finite edges and positive size")
+    return boxes
+
+
+# ------------------------------------------------------------------------------------------------------- dlib
+
+
+def dlib_model_path() -> Path:
+    """Path of ``shape_predictor_68_face_landmarks.dat`` inside the installed ``face_recognition_models`` package.
+
+    The package is located without importing it: its ``__init__`` imports ``pkg_resources``, which current
+    setuptools no longer ships.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package face-recognition-models is not installed (it ships dlib's 68-point model)")
+    path = Path(list(spec.submodule_search_locations)[0]) / DLIB_MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: dlib's 68-point shape predictor model is missing")
+    return path
+
+
+class DlibShapePredictor:
+    """dlib's 68-point shape predictor (Kazemi & Sullivan's regression-tree cascade) behind the landmarker interface.
+
+    dlib returns integer part coordinates that are pixel centres, 0-based, so they are image pixels as they are.
+    It works one face at a time; ``predict_batch`` is a plain loop.
+    """
+
+    name = "dlib"
+
+    def __init__(self, model_path: str | Path | None = None):
+        import dlib
+
+        self.model_path = Path(model_path) if model_path is not None else dlib_model_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: dlib shape predictor model not found")
+        self._predictor = dlib.shape_predictor(str(self.model_path))
+
+    def predict(self, image: np.ndarray, boxes) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
+        image = check_image(image)
+        boxes = check_boxes(boxes)
+        out = np.empty((len(boxes), N_POINTS, 2), np.float32)
+        for i, box in enumerate(boxes):
+            shape = self._predictor(image, box_to_dlib(box))
+            out[i] = [(p.x, p.y) for p in shape.parts()]
+        return out
+
+    def predict_batch(self, images: Sequence[np.ndarray], boxes_list: Sequence) -> list[np.ndarray]:
+        """Many images, each with its ``(K_i, 4)`` boxes -> list of ``(K_i, 68, 2) float32`` image pixels."""
+        if len(images) != len(boxes_list):
+            raise ValueError(f"{len(images)} images but {len(boxes_list)} box arrays")
+        return [self.predict(image, boxes) for image, boxes in zip(images, boxes_list)]
+
+
+# ------------------------------------------------------------------------------------------------------ O-Net
+
+
+def check_model_config(config: dict, source: str) -> dict:
+    """Check that a model file's config carries what inference needs and matches this code's normalisation.
+
+    The network normalises pixels inside ``forward`` with :data:`flmlib.models.PIXEL_MEAN` / ``PIXEL_SCALE``; a
+    model file recorded with other values was trained on differently scaled inputs and would be fed wrongly.
+    """
+    missing = [k for k in ("model", "input_size", "crop_size", "context_factor") if k not in config]
+    if missing:
+        raise ValueError(f"{source}: model config lacks {missing} (has {sorted(config)})")
+    norm = config.get("normalisation")
+    if norm is not None and (float(norm["mean"]), float(norm["scale"])) != (PIXEL_MEAN, PIXEL_SCALE):
+        raise ValueError(
+            f"{source}: model was saved with pixel normalisation mean={norm['mean']}, scale={norm['scale']}, but"
+            f" this flmlib normalises with mean={PIXEL_MEAN}, scale={PIXEL_SCALE}"
+        )
+    crop, inner = int(config["crop_size"]), float(config["crop_size"]) / float(config["context_factor"])
+    if crop <= 0 or inner <= 0:
+        raise ValueError(f"{source}: crop_size={config['crop_size']}, context_factor={config['context_factor']} invalid")
+    return config
+
+
+class ONetLandmarker:
+    """The study's O-Net behind the landmarker interface, batched.
+
+    Args:
+        model: the trained network (eval mode), or ``None`` with the ``onnx`` backend.
+        config: the model file's config (``input_size``, ``crop_size``, ``context_factor``, ``normalisation``).
+        backend: ``torch`` (eager), ``compile`` (``torch.compile`` of the same model, compiled on first use) or
+            ``onnx`` (ONNX Runtime; ``session`` must be given, see :meth:`from_checkpoint`).
+        device: torch device for the ``torch``/``compile`` backends (the warp to the network input runs there too).
+        batch_size: faces per forward pass; more faces are split into chunks of this size.
+        session: an ``onnxruntime.InferenceSession`` of :func:`flmlib.export.onnx_bytes` output.
+        forward: replaces the model call of the torch backends (the benchmark times layout variants with it); it
+            must compute exactly what ``model`` computes.
+    """
+
+    name = "onet"
+
+    def __init__(self, model: torch.nn.Module | None, config: dict, backend: str = "torch",
+                 device: str | torch.device = "cpu", batch_size: int = 256, session=None, source: str = "model",
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        if backend == "onnx" and session is None:
+            raise ValueError("the onnx backend needs an onnxruntime session (use ONetLandmarker.from_checkpoint)")
+        if backend != "onnx" and model is None:
+            raise ValueError(f"the {backend} backend needs a torch model")
+        self.config = check_model_config(config, source)
+        self.backend, self.batch_size, self.source = backend, batch_size, source
+        self.device = resolve_device(str(device))
+        self.input_size = int(config["input_size"])
+        self.crop_size = int(config["crop_size"])
+        self.context_factor = float(config["context_factor"])
+        self.model = model.to(self.device).eval() if model is not None else None
+        self.session = session
+        self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if forward is not None:
+            self._forward = forward
+        elif backend == "torch":
+            self._forward = self.model
+        elif backend == "compile":
+            self._forward = torch.compile(self.model)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str = "auto", backend: str = "torch",
+                        batch_size: int = 256, threads: int | None = None) -> "ONetLandmarker":
+        """Load a model file written by :func:`flmlib.train.save_model` (relative paths: from the project root).
+
+        With ``backend="onnx"`` the network is exported to ONNX in memory (:func:`flmlib.export.onnx_bytes`) and
+        run by ONNX Runtime on the CPU with ``threads`` intra-op threads (``None``: ONNX Runtime's default); the
+        crop and warp before it still run in torch on ``device``.
+        """
+        path = project_path(path)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
+        device = resolve_device(str(device))
+        model, config = load_trained(path, map_location="cpu" if backend == "onnx" else device)
+        session = None
+        if backend == "onnx":
+            from flmlib.export import onnx_bytes, onnx_session
+
+            session = onnx_session(onnx_bytes(model, config), threads=threads)
+            model = None
+        return cls(model, config, backend=backend, device=device, batch_size=batch_size, session=session,
+                   source=str(path))
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, batch_size: int = 256, threads: int | None = None) -> "ONetLandmarker":
+        """Load an ONNX file written by :func:`flmlib.export.export_onnx` (it carries the model config)."""
+        from flmlib.export import onnx_config, onnx_session
+
+        path = project_path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: ONNX model file not found")
+        return cls(None, onnx_config(path), backend="onnx", batch_size=batch_size,
+                   session=onnx_session(path.read_bytes(), threads=threads), source=str(path))
+
+    # -- the pieces of the pipeline, public so the benchmark can time them separately
+
+    def network_inputs(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Context crops ``(N, S, S, 3) uint8`` -> network inputs ``(N, 3, s, s) float32`` 0..255 on the device.
+
+        This is the training code's evaluation transform (no augmentation): the central box of each crop,
+        resampled to ``input_size`` by :func:`flmlib.augment.warp`.
+        """
+        crops = torch.as_tensor(crops)
+        n = crops.shape[0]
+        if crops.ndim != 4 or tuple(crops.shape[1:]) != (self.crop_size, self.crop_size, 3) or crops.dtype != torch.uint8:
+            raise ValueError(
+                f"context crops must be (N, {self.crop_size}, {self.crop_size}, 3) uint8 for this model (crop_size"
+                f" {self.crop_size}), got {crops.dtype} {tuple(crops.shape)}"
+            )
+        crops = crops.to(self.device).permute(0, 3, 1, 2)
+        matrices = box_matrices(identity_params(n), self.crop_size, self.context_factor)
+        return warp(crops, matrices, self.input_size)
+
+    @torch.inference_mode()
+    def run_network(self, inputs: torch.Tensor) -> np.ndarray:
+        """Network inputs ``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2) float32`` box units, in chunks of batch_size."""
+        out = []
+        for start in range(0, len(inputs), self.batch_size):
+            chunk = inputs[start : start + self.batch_size]
+            if self.backend == "onnx":
+                array = np.ascontiguousarray(chunk.detach().cpu().numpy(), np.float32)
+                out.append(self.session.run(None, {self.session.get_inputs()[0].name: array})[0])
+            else:
+                out.append(self._forward(chunk).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, N_POINTS, 2), np.float32)
+        return np.concatenate(out).reshape(-1, N_POINTS, 2)
+
+    def predict_context_crops(self, crops: np.ndarray, boxes) -> np.ndarray:
+        """Landmarks from ready context crops.
+
+        Args:
+            crops: ``(N, S, S, 3) uint8`` RGB context crops made by :func:`flmlib.crops.crop_context` with this
+                model's ``crop_size`` and ``context_factor`` (e.g. the ``crops`` of a prepared ``.npz``).
+            boxes: ``(N, 4)`` the face boxes the crops were cut around, image pixels.
+        Returns:
+            ``(N, 68, 2) float32`` image pixels.
+        Raises:
+            ValueError: wrong shapes, or a face whose network output is not finite (the message names its index).
+        """
+        boxes = check_boxes(boxes)
+        if len(crops) != len(boxes):
+            raise ValueError(f"{len(crops)} crops but {len(boxes)} boxes")
+        if len(boxes) == 0:
+            return np.zeros((0, N_POINTS, 2), np.float32)
+        units = self.run_network(self.network_inputs(crops))
+        bad = ~np.isfinite(units).all(axis=(1, 2))
+        if bad.any():
+            faces = np.flatnonzero(bad)
+            raise ValueError(
+                f"O-Net ({self.source}) gave non-finite landmarks for face index {int(faces[0])}"
+                + (f" and {len(faces) - 1} more ({faces[:10].tolist()})" if len(faces) > 1 else "")
+                + f" of {len(boxes)}; the model weights may be broken"
+            )
+        return box_units_to_image(units, boxes).astype(np.float32)
+
+    def context_crops(self, image: np.ndarray, boxes) -> np.ndarray:
+        """``(K, S, S, 3) uint8`` context crops of ``boxes`` in ``image`` (:func:`flmlib.crops.crop_context`)."""
+        image, boxes = check_image(image), check_boxes(boxes)
+        crops = np.empty((len(boxes), self.crop_size, self.crop_size, 3), np.uint8)
+        for i, box in enumerate(boxes):
+            crops[i] = crop_context(image, box, self.crop_size, self.context_factor)[0]
+        return crops
+
+    def predict(self, image: np.ndarray, boxes) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
+        return self.predict_batch([image], [boxes])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], boxes_list: Sequence) -> list[np.ndarray]:
+        """Many images, each with its ``(K_i, 4)`` boxes; all faces go through the network together.
+
+        Returns a list of ``(K_i, 68, 2) float32`` image pixels.
+        """
+        if len(images) != len(boxes_list):
+            raise ValueError(f"{len(images)} images but {len(boxes_list)} box arrays")
+        boxes_list = [check_boxes(b, f"boxes of image {i}") for i, b in enumerate(boxes_list)]
+        crops = [self.context_crops(check_image(im, f"image {i}"), b) for i, (im, b) in enumerate(zip(images, boxes_list))]
+        counts = [len(b) for b in boxes_list]
+        if sum(counts) == 0:
+            return [np.zeros((0, N_POINTS, 2), np.float32) for _ in counts]
+        points = self.predict_context_crops(np.concatenate(crops), np.concatenate(boxes_list))
+        return np.split(points, np.cumsum(counts)[:-1])
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+
+
+def _build_onet(checkpoint: str | Path = DEFAULT_CHECKPOINT, **kwargs) -> ONetLandmarker:
+    if str(checkpoint).endswith(".onnx"):
+        kwargs.pop("backend", None), kwargs.pop("device", None)
+        return ONetLandmarker.from_onnx(checkpoint, **kwargs)
+    return ONetLandmarker.from_checkpoint(checkpoint, **kwargs)
+
+
+def _build_dlib(model_path: str | Path | None = None) -> DlibShapePredictor:
+    return DlibShapePredictor(model_path)
+
+
+LANDMARKERS: dict[str, Callable[..., object]] = {"onet": _build_onet, "dlib": _build_dlib}
+
+
+def build_landmarker(name: str, **kwargs):
+    """A landmarker by name: ``onet`` (kwargs: ``checkpoint`` — a ``.pt`` model file or an exported ``.onnx`` —,
+    ``device``, ``backend``, ``batch_size``, ``threads``) or ``dlib`` (kwarg: ``model_path``).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    if name not in LANDMARKERS:
+        raise ValueError(f"unknown landmarker {name!r}; known: {sorted(LANDMARKERS)}")
+    return LANDMARKERS[name](**kwargs)

@@ -1,0 +1,217 @@
+import types
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+
+from flmlib.augment import augment
+from flmlib.crops import box_units_to_image, crop_context, image_to_box_units
+from flmlib.detect import detect_faces, match_detection
+from flmlib.io import read_image, read_pts
+from flmlib.landmarkers import (
+    DlibShapePredictor,
+    ONetLandmarker,
+    build_landmarker,
+    dlib_model_path,
+)
+from flmlib.metrics import nme_interocular
+from flmlib.models import build_model
+from flmlib.paths import PROJECT_ROOT
+from flmlib.train import TrainConfig, model_config, save_model
+
+
+def save_checkpoint(path, model=None, **config_changes):
+    """A model file in the training code's format (untrained weights unless a model is given)."""
+    torch.manual_seed(0)
+    model = model if model is not None else build_model("onet")
+    config = model_config(TrainConfig(), types.SimpleNamespace(crop_size=96, context_factor=2.0), model)
+    config.update(config_changes)
+    save_model(path, model, config)
+    return path
+
+
+@lru_cache(maxsize=1)
+def _helen_faces(root: str, n: int = 5):
+    """First n helen test faces the HOG detector finds (IoU >= 0.3 with the annotation): images, boxes, gt points."""
+    from pathlib import Path
+
+    images, boxes, truth = [], [], []
+    for jpg in sorted(Path(root, "300w/helen/testset").glob("*.jpg")):
+        image, gt = read_image(jpg), read_pts(jpg.with_suffix(".pts"))
+        match = match_detection(detect_faces(image, 1), gt, 0.3)
+        if match.box is not None:
+            images.append(image), boxes.append(match.box), truth.append(gt)
+        if len(images) == n:
+            break
+    return images, np.stack(boxes), np.stack(truth)
+
+
+@pytest.fixture(scope="module")
+def helen(data_root):
+    return _helen_faces(str(data_root))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("onet") / "onet.pt")
+
+
+@pytest.fixture(scope="module")
+def mean_shape(helen):
+    """Mean ground-truth shape of the helen faces in box units, (68, 2)."""
+    _, boxes, truth = helen
+    return image_to_box_units(truth, boxes).mean(axis=0)
+
+
+@pytest.fixture(scope="module")
+def mean_shape_checkpoint(tmp_path_factory, mean_shape):
+    """An O-Net that ignores its input and always answers the mean shape (zero head weights, bias = shape)."""
+    model = build_model("onet")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.as_tensor(mean_shape.reshape(-1), dtype=torch.float32))
+    return save_checkpoint(tmp_path_factory.mktemp("mean") / "onet.pt", model)
+
+
+def test_dlib_model_path_points_at_the_68_point_model():
+    path = dlib_model_path()
+    assert path.name == "shape_predictor_68_face_landmarks.dat" and path.stat().st_size > 1_000_000
+
+
+def test_dlib_on_real_faces_is_accurate(helen):
+    images, boxes, truth = helen
+    dlib_lm = DlibShapePredictor()
+    pred = np.concatenate([dlib_lm.predict(im, b[None]) for im, b in zip(images, boxes)])
+    assert pred.shape == (len(images), 68, 2) and pred.dtype == np.float32
+    # A property of a working 68-point model on HOG boxes, not a remembered figure: well under 10 % of the
+    # inter-ocular distance on average (a point-order or 1-pixel-convention bug would blow far past this).
+    assert nme_interocular(pred, truth).mean() < 0.1
+    assert dlib_lm.predict_batch(images[:2], [boxes[:1], boxes[1:2]])[1].shape == (1, 68, 2)
+
+
+def test_dlib_rejects_bad_input(helen):
+    images, boxes, _ = helen
+    dlib_lm = DlibShapePredictor()
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        dlib_lm.predict(images[0].astype(np.float32), boxes[:1])
+    with pytest.raises(ValueError, match=r"boxes\[0\]"):
+        dlib_lm.predict(images[0], np.array([[10, 10, 5, 20]]))
+    assert dlib_lm.predict(images[0], np.zeros((0, 4))).shape == (0, 68, 2)
+
+
+def test_onet_api_on_real_image_gives_points_inside_the_image(helen, mean_shape, mean_shape_checkpoint):
+    images, boxes, _ = helen
+    onet = ONetLandmarker.from_checkpoint(mean_shape_checkpoint, device="cpu")
+    checked = 0
+    for image, box in zip(images, boxes):
+        points = onet.predict(image, box[None])
+        assert points.shape == (1, 68, 2) and points.dtype == np.float32
+        # A constant answer in box units must land exactly where box_units_to_image puts it.
+        np.testing.assert_allclose(points[0], box_units_to_image(mean_shape[None], box[None])[0], atol=1e-3)
+        h, w = image.shape[:2]
+        margin = 0.2 * (box[2] - box[0])
+        if box[0] - margin >= 0 and box[1] - margin >= 0 and box[2] + margin <= w and box[3] + margin <= h:
+            # Faces well inside the picture (HELEN also cuts faces at the border, where even the truth leaves it).
+            assert (points[..., 0] >= -0.5).all() and (points[..., 0] <= w - 0.5).all()
+            assert (points[..., 1] >= -0.5).all() and (points[..., 1] <= h - 0.5).all()
+            checked += 1
+    assert checked >= 1
+
+
+def test_onet_input_is_the_training_eval_input(helen, checkpoint):
+    images, boxes, _ = helen
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    crops = onet.context_crops(images[0], boxes[:1])
+    np.testing.assert_array_equal(crops[0], crop_context(images[0], boxes[0], 96, 2.0)[0])
+    inputs = onet.network_inputs(crops)
+    crops_t = torch.from_numpy(crops).permute(0, 3, 1, 2)
+    expected, _ = augment(crops_t, torch.zeros(1, 68, 2), None, out_size=48, context_factor=2.0)
+    torch.testing.assert_close(inputs, expected, rtol=0, atol=0)
+    # Without augmentation the network sees exactly the central box of the context crop.
+    torch.testing.assert_close(inputs[0], crops_t[0, :, 24:72, 24:72].float(), rtol=0, atol=1e-3)
+
+
+def test_onet_batches_agree_with_single_faces(helen, checkpoint):
+    images, boxes, _ = helen
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu", batch_size=2)
+    together = onet.predict_batch(images[:3], [b[None] for b in boxes[:3]])
+    onet.batch_size = 256
+    for image, box, got in zip(images, boxes, together):
+        np.testing.assert_allclose(got, onet.predict(image, box[None]), atol=1e-3)
+    assert [p.shape for p in onet.predict_batch(images[:2], [boxes[:0], boxes[:2]])] == [(0, 68, 2), (2, 68, 2)]
+
+
+def test_predict_context_crops_matches_predict(helen, checkpoint):
+    images, boxes, _ = helen
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    crops = np.concatenate([onet.context_crops(im, b[None]) for im, b in zip(images, boxes)])
+    from_crops = onet.predict_context_crops(crops, boxes)
+    from_images = np.concatenate(onet.predict_batch(images, [b[None] for b in boxes]))
+    np.testing.assert_allclose(from_crops, from_images, atol=1e-4)
+
+
+def test_onet_non_finite_output_names_the_face(helen, checkpoint):
+    images, boxes, _ = helen
+    model, config = build_model("onet").eval(), torch.load(checkpoint, weights_only=True)["config"]
+
+    def broken(x):
+        out = model(x)
+        out[1, 7] = float("nan")
+        return out
+
+    onet = ONetLandmarker(model, config, forward=broken)
+    with pytest.raises(ValueError, match="face index 1 of 3"):
+        onet.predict_batch(images[:3], [b[None] for b in boxes[:3]])
+
+
+def test_onet_rejects_crops_of_another_size(checkpoint):
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match="96, 96, 3"):
+        onet.predict_context_crops(np.zeros((2, 64, 64, 3), np.uint8), np.array([[0, 0, 10, 10]] * 2))
+    with pytest.raises(ValueError, match="2 crops but 1 boxes"):
+        onet.predict_context_crops(np.zeros((2, 96, 96, 3), np.uint8), np.array([[0, 0, 10, 10]]))
+
+
+def test_checkpoint_checks(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        ONetLandmarker.from_checkpoint(tmp_path / "nope.pt")
+    odd = save_checkpoint(tmp_path / "odd.pt", normalisation={"mean": 0.0, "scale": 255.0})
+    with pytest.raises(ValueError, match="normalisation"):
+        ONetLandmarker.from_checkpoint(odd)
+    with pytest.raises(ValueError, match="backend"):
+        ONetLandmarker.from_checkpoint(odd, backend="tensorrt")
+
+
+def test_registry(checkpoint):
+    assert build_landmarker("dlib").name == "dlib"
+    onet = build_landmarker("onet", checkpoint=checkpoint, device="cpu", batch_size=8)
+    assert onet.name == "onet" and onet.batch_size == 8
+    with pytest.raises(ValueError, match=r"unknown landmarker 'sift'.*dlib.*onet"):
+        build_landmarker("sift")
+
+
+TRAINED = PROJECT_ROOT / "models" / "onet.pt"
+
+
+@pytest.mark.skipif(not TRAINED.is_file(), reason="models/onet.pt not trained yet (dvc repro train)")
+def test_trained_onet_is_accurate_on_real_faces(helen):
+    images, boxes, truth = helen
+    onet = ONetLandmarker.from_checkpoint(TRAINED, device="cpu")
+    pred = np.concatenate(onet.predict_batch(images, [b[None] for b in boxes]))
+    assert nme_interocular(pred, truth).mean() < 0.1
+
+
+PREPARED = PROJECT_ROOT / "prepared" / "test_300w.npz"
+
+
+@pytest.mark.skipif(not PREPARED.is_file(), reason="prepared data not built yet (dvc repro prepare)")
+def test_prepared_crops_are_what_the_landmarker_cuts(checkpoint):
+    import pandas as pd
+
+    with np.load(PREPARED) as data:
+        crops, boxes, ids = data["crops"][:3], data["boxes"][:3], data["face_id"][:3].astype(str)
+    paths = pd.read_csv(PREPARED.parent / "faces.csv").set_index("face_id")["image_path"]
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    for crop, box, face in zip(crops, boxes, ids):
+        np.testing.assert_array_equal(onet.context_crops(read_image(paths[face]), box[None])[0], crop)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from flmlib.io import DataError
+from flmlib.predictor import FALLBACK_UPSAMPLE, Face, Predictor, default_upsample
+from flmlib.paths import PROJECT_ROOT
+
+
+class RecordingLandmarker:
+    """Answers each face's box corners as points and records every batch it is given."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.calls = []
+
+    def predict_batch(self, images, boxes_list):
+        self.calls.append([len(b) for b in boxes_list])
+        return [np.repeat(np.asarray(b, np.float32)[:, None, :2], 68, axis=1) for b in boxes_list]
+
+
+def fake_detector(image, upsample):
+    """One box per 100 px of image width, so that images can hold several faces."""
+    n = image.shape[1] // 100
+    return np.array([[10 + 100 * i, 10, 90 + 100 * i, 90] for i in range(n)], np.float32).reshape(-1, 4)
+
+
+def test_default_upsample_follows_params(tmp_path):
+    import yaml
+
+    assert default_upsample() == yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["prepare"]["upsample"]
+    path = tmp_path / "params.yaml"
+    path.write_text("prepare:\n  upsample: 2\n")
+    assert default_upsample(path) == 2
+    assert default_upsample(tmp_path / "missing.yaml") == FALLBACK_UPSAMPLE
+    path.write_text("prepare:\n  upsample: two\n")
+    with pytest.raises(ValueError, match="upsample='two'"):
+        default_upsample(path)
+
+
+def test_all_faces_of_a_call_form_one_batch():
+    landmarker = RecordingLandmarker()
+    predictor = Predictor(landmarker, upsample=0, detector=fake_detector)
+    images = [np.zeros((100, w, 3), np.uint8) for w in (300, 50, 200)]
+    faces = predictor(images)
+    assert landmarker.calls == [[3, 0, 2]]
+    assert [len(f) for f in faces] == [3, 0, 2]
+    face = faces[2][1]
+    assert isinstance(face, Face) and face.method == "fake"
+    np.testing.assert_array_equal(face.box, [110, 10, 190, 90])
+    assert face.points.shape == (68, 2) and (face.points == [110, 10]).all()
+    record = face.to_dict()
+    assert record["box"] == [110.0, 10.0, 190.0, 90.0] and len(record["points"]) == 68
+
+
+def test_single_image_and_path_forms(data_root):
+    path = next(iter(sorted((data_root / "300w/helen/testset").glob("*.jpg"))))
+    predictor = Predictor.from_name("dlib", upsample=1)
+    from_path = predictor(path)
+    from_str = predictor(str(path))
+    assert len(from_path) >= 1 and from_path[0].method == "dlib"
+    np.testing.assert_array_equal(from_path[0].points, from_str[0].points)
+    image = predictor.load(path)
+    h, w = image.shape[:2]
+    pts = from_path[0].points
+    assert pts.shape == (68, 2) and (pts[:, 0] > -1).all() and (pts[:, 0] < w).all() and (pts[:, 1] < h).all()
+    assert from_path[0].box.shape == (4,) and from_path[0].box.dtype == np.float32
+    assert predictor(np.zeros((80, 80, 3), np.uint8)) == []  # no face in a blank image
+    with pytest.raises(DataError, match="missing.jpg"):
+        predictor(path.parent / "missing.jpg")
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        predictor(np.zeros((80, 80), np.uint8))
