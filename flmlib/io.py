@@ -6,6 +6,7 @@ never a silently wrong array.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -97,3 +98,11 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise DataError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` as indented JSON (NaN/inf refused, so the file stays valid JSON), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return path

@@ -1,0 +1,24 @@
+"""Shared fixtures: the project root and a check that the DVC data has been pulled."""
+from pathlib import Path
+
+import pytest
+
+from flmlib.paths import PROJECT_ROOT
+
+DATA = PROJECT_ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The pulled data folder; `make test` runs `dvc pull` first, so a missing folder is an error, not a skip."""
+    if not (DATA / "300w").is_dir():
+        pytest.fail(f"{DATA} is missing: run `make test` (it pulls the data) or `dvc pull`")
+    return DATA
+
+
+def write_pts(path: Path, points, header_n=None) -> Path:
+    """Write a 300-W .pts file with 1-based coordinates."""
+    n = len(points) if header_n is None else header_n
+    body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in points)
+    path.write_text(f"version: 1\nn_points: {n}\n{{\n{body}\n}}\n")
+    return path

@@ -1,0 +1,76 @@
+import numpy as np
+
+from flmlib.crops import (apply_affine, box_from_dlib, box_size, box_to_dlib, box_units_to_image, context_matrix,
+                          crop_context, crop_to_box_units, image_to_box_units, invert_affine, iou, landmark_box)
+
+
+def test_crop_then_inverse_returns_points_exactly():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(40, 160, size=(68, 2))
+    box = np.array([50.3, 61.7, 149.1, 151.2])
+    matrix = context_matrix(box, 96, 2.0)
+    back = apply_affine(apply_affine(points, matrix), invert_affine(matrix))
+    np.testing.assert_allclose(back, points, atol=1e-9)
+
+
+def test_box_edges_land_on_the_central_half_of_the_crop():
+    box = np.array([10.0, 20.0, 90.0, 100.0])
+    corners = apply_affine(np.array([[box[0], box[1]], [box[2], box[3]]]), context_matrix(box, 96, 2.0))
+    np.testing.assert_allclose(corners, [[23.5, 23.5], [71.5, 71.5]])  # pixel edges of the central 48 px
+    np.testing.assert_allclose(crop_to_box_units(corners, 96, 2.0), [[0, 0], [1, 1]])
+
+
+def test_crop_pixels_follow_the_points():
+    """A bright dot drawn at a landmark is found at that landmark's crop coordinates."""
+    image = np.zeros((300, 400, 3), np.uint8)
+    dot = np.array([187.0, 143.0])
+    image[143, 187] = 255
+    box = np.array([120.5, 90.5, 240.5, 210.5])  # 120 px: scale 96/240 = 0.4 (area pre-shrink path)
+    crop, matrix = crop_context(image, box, 96, 2.0)
+    where = apply_affine(dot, matrix)
+    brightest = np.unravel_index(np.argmax(crop[..., 0]), crop.shape[:2])[::-1]
+    assert np.abs(np.array(brightest) - where).max() <= 1.0
+
+
+def test_crop_upscale_path_is_centred():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[50, 50] = 255
+    box = np.array([40.5, 40.5, 60.5, 60.5])  # 20 px box -> 2.4x upscale
+    crop, matrix = crop_context(image, box, 96, 2.0)
+    where = apply_affine([50.0, 50.0], matrix)
+    brightest = np.unravel_index(np.argmax(crop[..., 0]), crop.shape[:2])[::-1]
+    assert np.abs(np.array(brightest) - where).max() <= 1.0
+
+
+def test_context_outside_the_image_is_not_black():
+    image = np.full((50, 50, 3), 200, np.uint8)
+    crop, _ = crop_context(image, np.array([0.0, 0.0, 40.0, 40.0]), 96, 2.0)
+    assert crop.min() == 200
+
+
+def test_box_units_round_trip():
+    rng = np.random.default_rng(1)
+    boxes = np.array([[10, 20, 110, 140], [0, 0, 50, 50]], np.float64)
+    points = rng.uniform(0, 100, size=(2, 68, 2))
+    np.testing.assert_allclose(box_units_to_image(image_to_box_units(points, boxes), boxes), points)
+
+
+def test_iou_on_synthetic_boxes():
+    box = np.array([0, 0, 10, 10])
+    others = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 5, 5]])
+    np.testing.assert_allclose(iou(box, others), [1.0, 50 / 150, 0.0, 0.25])
+
+
+def test_box_helpers():
+    pts = np.array([[1, 2], [5, 10], [3, 4]], np.float32)
+    np.testing.assert_array_equal(landmark_box(pts), [1, 2, 5, 10])
+    assert box_size(np.array([0, 0, 4, 9])) == 6.0
+
+
+def test_dlib_rectangle_round_trip():
+    import dlib
+
+    rect = dlib.rectangle(10, 20, 89, 99)
+    box = box_from_dlib(rect)
+    assert box[2] - box[0] == rect.width()
+    assert box_to_dlib(box) == rect
