@@ -38,6 +38,9 @@ N_POINTS = 68
 #: Where the study's trained O-Net lives (relative to the project root).
 DEFAULT_CHECKPOINT = "models/onet.pt"
 BACKENDS = ("torch", "compile", "onnx")
+#: ``bf16`` runs the torch backends under ``torch.autocast`` (bfloat16 convolutions and matmuls, float32 output):
+#: faster on CPUs with AVX-512 BF16 / AMX, at the cost of ~1e-3 box units of rounding (the benchmark measures it).
+PRECISIONS = ("fp32", "bf16")
 DLIB_MODEL_FILE = "models/shape_predictor_68_face_landmarks.dat"
 
 
@@ -157,15 +160,19 @@ class ONetLandmarker:
         session: an ``onnxruntime.InferenceSession`` of :func:`flmlib.export.onnx_bytes` output.
         forward: replaces the model call of the torch backends (the benchmark times layout variants with it); it
             must compute exactly what ``model`` computes.
+        precision: ``fp32`` or ``bf16`` (torch backends only; see :data:`PRECISIONS`).
     """
 
     name = "onet"
 
     def __init__(self, model: torch.nn.Module | None, config: dict, backend: str = "torch",
                  device: str | torch.device = "cpu", batch_size: int = 256, session=None, source: str = "model",
-                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None, precision: str = "fp32"):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
+        if precision not in PRECISIONS or (precision != "fp32" and backend == "onnx"):
+            raise ValueError(f"precision={precision!r} with backend {backend!r}; torch backends take {PRECISIONS},"
+                             " onnx takes fp32")
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         if backend == "onnx" and session is None:
@@ -173,7 +180,7 @@ class ONetLandmarker:
         if backend != "onnx" and model is None:
             raise ValueError(f"the {backend} backend needs a torch model")
         self.config = check_model_config(config, source)
-        self.backend, self.batch_size, self.source = backend, batch_size, source
+        self.backend, self.batch_size, self.source, self.precision = backend, batch_size, source, precision
         self.device = resolve_device(str(device))
         self.input_size = int(config["input_size"])
         self.crop_size = int(config["crop_size"])
@@ -190,7 +197,7 @@ class ONetLandmarker:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str = "auto", backend: str = "torch",
-                        batch_size: int = 256, threads: int | None = None) -> "ONetLandmarker":
+                        batch_size: int = 256, threads: int | None = None, precision: str = "fp32") -> "ONetLandmarker":
         """Load a model file written by :func:`flmlib.train.save_model` (relative paths: from the project root).
 
         With ``backend="onnx"`` the network is exported to ONNX in memory (:func:`flmlib.export.onnx_bytes`) and
@@ -209,7 +216,7 @@ class ONetLandmarker:
             session = onnx_session(onnx_bytes(model, config), threads=threads)
             model = None
         return cls(model, config, backend=backend, device=device, batch_size=batch_size, session=session,
-                   source=str(path))
+                   source=str(path), precision=precision)
 
     @classmethod
     def from_onnx(cls, path: str | Path, batch_size: int = 256, threads: int | None = None) -> "ONetLandmarker":
@@ -251,7 +258,8 @@ class ONetLandmarker:
                 array = np.ascontiguousarray(chunk.detach().cpu().numpy(), np.float32)
                 out.append(self.session.run(None, {self.session.get_inputs()[0].name: array})[0])
             else:
-                out.append(self._forward(chunk).float().cpu().numpy())
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    out.append(self._forward(chunk).float().cpu().numpy())
         if not out:
             return np.zeros((0, N_POINTS, 2), np.float32)
         return np.concatenate(out).reshape(-1, N_POINTS, 2)
@@ -318,6 +326,8 @@ class ONetLandmarker:
 def _build_onet(checkpoint: str | Path = DEFAULT_CHECKPOINT, **kwargs) -> ONetLandmarker:
     if str(checkpoint).endswith(".onnx"):
         kwargs.pop("backend", None), kwargs.pop("device", None)
+        if kwargs.pop("precision", "fp32") != "fp32":
+            raise ValueError(f"{checkpoint}: an ONNX model runs in fp32 only")
         return ONetLandmarker.from_onnx(checkpoint, **kwargs)
     return ONetLandmarker.from_checkpoint(checkpoint, **kwargs)
 
@@ -331,7 +341,7 @@ LANDMARKERS: dict[str, Callable[..., object]] = {"onet": _build_onet, "dlib": _b
 
 def build_landmarker(name: str, **kwargs):
     """A landmarker by name: ``onet`` (kwargs: ``checkpoint`` — a ``.pt`` model file or an exported ``.onnx`` —,
-    ``device``, ``backend``, ``batch_size``, ``threads``) or ``dlib`` (kwarg: ``model_path``).
+    ``device``, ``backend``, ``batch_size``, ``threads``, ``precision``) or ``dlib`` (kwarg: ``model_path``).
 
     Raises:
         ValueError: unknown name (the message lists the known ones).

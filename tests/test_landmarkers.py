@@ -151,6 +151,18 @@ def test_predict_context_crops_matches_predict(helen, checkpoint):
     np.testing.assert_allclose(from_crops, from_images, atol=1e-4)
 
 
+def test_bf16_precision_stays_close_to_fp32(helen, checkpoint):
+    images, boxes, _ = helen
+    fp32 = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    bf16 = ONetLandmarker.from_checkpoint(checkpoint, device="cpu", precision="bf16")
+    got, expected = bf16.predict(images[0], boxes[:1]), fp32.predict(images[0], boxes[:1])
+    assert got.dtype == np.float32
+    # bfloat16 keeps 8 significant bits: a face box of ~200 px moves points by a pixel or less, never by more.
+    assert np.abs(got - expected).max() < 2.0
+    with pytest.raises(ValueError, match="precision"):
+        ONetLandmarker.from_checkpoint(checkpoint, backend="onnx", precision="bf16")
+
+
 def test_onet_non_finite_output_names_the_face(helen, checkpoint):
     images, boxes, _ = helen
     model, config = build_model("onet").eval(), torch.load(checkpoint, weights_only=True)["config"]

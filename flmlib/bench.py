@@ -1,0 +1,645 @@
+"""Speed benchmark: O-Net (several inference backends) vs dlib's shape predictor, on the same faces, in one run.
+
+    python -m flmlib.bench [--tiny] [--out reports/bench.json]      (also: make bench)
+
+What it measures, on the 300-W test faces of the ``prepare`` stage (``prepared/test_300w.npz`` boxes +
+``prepared/faces.csv`` image paths), all on this machine in this process:
+
+* O-Net at batch 1 and batch 256 for each backend — eager PyTorch with contiguous (NCHW) tensors, eager PyTorch
+  channels-last (how :class:`flmlib.models.ONet` is built) on all threads and on one thread, ``torch.compile``, and
+  ONNX Runtime — both the network alone (prepared ``48 x 48`` inputs) and the whole landmarker with detection
+  excluded (image + box -> context crop -> warp -> network -> image pixels);
+* dlib's shape predictor per face (image + box -> points; dlib has no batch);
+* the HOG detector per image, and both methods end to end with detection included (:class:`flmlib.predictor.Predictor`
+  on whole images: detection + landmarks);
+* the ratio of O-Net faces/s to dlib faces/s; model sizes; the wall time of each DVC stage of the last ``dvc repro``
+  (from ``reports/timings/<stage>.json``, where the stages write them).
+
+Times are medians over repeats after warm-up calls. Faces at batch 256 are the test faces repeated when there are
+fewer than 256. ``--tiny`` runs a few faces with few repeats in seconds (for the test); its numbers are not results.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from flmlib.detect import detect_faces
+from flmlib.io import read_image
+from flmlib.landmarkers import DlibShapePredictor, ONetLandmarker, dlib_model_path
+from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model, load_trained
+from flmlib.paths import PROJECT_ROOT, project_path
+from flmlib.predictor import Predictor, default_upsample
+
+BATCH_SIZES = (1, 256)
+TARGET_RATIO = 10.0
+STAGES_FALLBACK = ("prepare", "train", "compare", "report")
+
+
+class BenchError(RuntimeError):
+    """An input the benchmark needs is missing; the message says which and how to make it."""
+
+
+# ------------------------------------------------------------------------------------------------------ timing
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def rate(seconds_per_face: float) -> dict:
+    """``{"ms_per_face", "faces_per_s"}`` from seconds per face."""
+    return {"ms_per_face": round(seconds_per_face * 1e3, 4), "faces_per_s": round(1.0 / seconds_per_face, 1)}
+
+
+# -------------------------------------------------------------------------------------------------------- data
+
+
+def load_faces(prepared: Path, limit: int = 0) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """The 300-W test faces: per face its image ``(H, W, 3) uint8`` (shared between faces of one image), box
+    ``(N, 4)`` and image path.
+
+    Raises:
+        BenchError: ``test_300w.npz`` or ``faces.csv`` missing, or a face without an image row.
+    """
+    npz, csv = prepared / "test_300w.npz", prepared / "faces.csv"
+    for path in (npz, csv):
+        if not path.is_file():
+            raise BenchError(f"{path} not found: the benchmark runs on the prepared 300-W test faces; run the"
+                             " prepare stage first (`dvc repro prepare` or `make repro`)")
+    with np.load(npz, allow_pickle=False) as data:
+        boxes, face_ids = data["boxes"].astype(np.float32), data["face_id"].astype(str)
+    if len(face_ids) == 0:
+        raise BenchError(f"{npz} holds no faces")
+    table = pd.read_csv(csv, usecols=["face_id", "image_path"]).set_index("face_id")["image_path"]
+    missing = [f for f in face_ids if f not in table.index]
+    if missing:
+        raise BenchError(f"{csv}: no image_path for {len(missing)} test faces, e.g. {missing[0]!r}")
+    if limit:
+        boxes, face_ids = boxes[:limit], face_ids[:limit]
+    paths = [str(project_path(table[f])) for f in face_ids]
+    cache: dict[str, np.ndarray] = {}
+    for path in paths:
+        if path not in cache:
+            cache[path] = read_image(path)
+    return [cache[p] for p in paths], boxes, paths
+
+
+def tile(n: int, size: int) -> np.ndarray:
+    """Indices ``0..n-1`` repeated (or cut) to length ``size``."""
+    return np.resize(np.arange(n), size)
+
+
+# ------------------------------------------------------------------------------------------------ O-Net variants
+
+
+def nchw_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The O-Net forward pass on contiguous (NCHW) tensors: the baseline that channels-last is measured against.
+
+    :class:`flmlib.models.ONet` converts its weights and input to channels-last; this copy keeps both contiguous
+    and applies the same normalisation and layers, so only the memory layout differs.
+    """
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = ((x - PIXEL_MEAN) / PIXEL_SCALE).contiguous()
+        return plain.head(plain.fc(plain.features(x)))
+
+    return forward
+
+
+class Threads:
+    """Context manager: run with ``n`` torch intra-op threads, then restore."""
+
+    def __init__(self, n: int):
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self):
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+def bf16_supported() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX-512 BF16 / AMX); emulated bf16 is slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def onet_variants(model: torch.nn.Module, config: dict, compile_: bool) -> list[tuple[str, str, Callable]]:
+    """``(name, description, factory)`` per backend; a factory returns ``(landmarker, threads or None)``.
+
+    The first variant, eager channels-last fp32, is the reference the others' points are compared with.
+    """
+    from flmlib.export import onnx_bytes, onnx_session
+
+    variants = [
+        ("torch-channels-last", "eager PyTorch fp32, channels-last (as flmlib.models.ONet is built); the reference",
+         lambda: (ONetLandmarker(model, config), None)),
+        ("torch-nchw", "eager PyTorch fp32, contiguous NCHW tensors",
+         lambda: (ONetLandmarker(model, config, forward=nchw_forward(model)), None)),
+        ("torch-channels-last-1thread", "eager PyTorch fp32, channels-last, one intra-op thread",
+         lambda: (ONetLandmarker(model, config), 1)),
+    ]
+    if bf16_supported():
+        variants.append(("torch-bf16", "eager PyTorch, channels-last, bfloat16 autocast (AVX-512 BF16 / AMX)",
+                         lambda: (ONetLandmarker(model, config, precision="bf16"), None)))
+    if compile_:
+        variants.append(("torch-compile", "torch.compile (inductor) of the channels-last model, fp32",
+                         lambda: (ONetLandmarker(model, config, backend="compile"), None)))
+        if bf16_supported():
+            variants.append(("torch-compile-bf16", "torch.compile (inductor), bfloat16 autocast",
+                             lambda: (ONetLandmarker(model, config, backend="compile", precision="bf16"), None)))
+    variants.append(("onnxruntime", "ONNX Runtime CPU fp32, exported graph, default threads",
+                     lambda: (ONetLandmarker(None, config, backend="onnx",
+                                             session=onnx_session(onnx_bytes(model, config))), None)))
+    return variants
+
+
+def agreement(points: np.ndarray, reference: np.ndarray) -> dict:
+    """Largest and mean point distance in image pixels between two ``(N, 68, 2)`` predictions."""
+    distance = np.linalg.norm(points.astype(np.float64) - reference, axis=-1)
+    return {"max_px": round(float(distance.max()), 4), "mean_px": round(float(distance.mean()), 5)}
+
+
+def bench_onet(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: int) -> dict:
+    """Network-only and landmarker (detection excluded) timings at each batch size in :data:`BATCH_SIZES`."""
+    n = len(boxes)
+    crops = np.concatenate([landmarker.context_crops(images[i], boxes[i : i + 1]) for i in range(n)])
+    out = {}
+    for batch in BATCH_SIZES:
+        landmarker.batch_size = batch
+        if batch == 1:
+            inputs = landmarker.network_inputs(crops)
+
+            def network():
+                for i in range(n):
+                    landmarker.run_network(inputs[i : i + 1])
+
+            def full():
+                for i in range(n):
+                    landmarker.predict(images[i], boxes[i : i + 1])
+
+            per_call = n
+        else:
+            idx = tile(n, batch)
+            inputs = landmarker.network_inputs(crops[idx])
+            batch_images, batch_boxes = [images[i] for i in idx], [boxes[i : i + 1] for i in idx]
+
+            def network():
+                landmarker.run_network(inputs)
+
+            def full():
+                landmarker.predict_batch(batch_images, batch_boxes)
+
+            per_call = batch
+        out[f"batch_{batch}"] = {
+            "network_only": rate(median_seconds(network, repeats, warmup) / per_call),
+            "detection_excluded": rate(median_seconds(full, repeats, warmup) / per_call),
+        }
+    return out
+
+
+def breakdown(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: int, batch: int = 256) -> dict:
+    """Where a batch's time goes, ms per face: context crops (cv2), warp to the network input, network, and the
+    conversion to image pixels."""
+    from flmlib.crops import box_units_to_image
+
+    idx = tile(len(boxes), batch)
+    batch_images, batch_boxes = [images[i] for i in idx], boxes[idx]
+    landmarker.batch_size = batch
+    crops = np.concatenate([landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)])
+    inputs = landmarker.network_inputs(crops)
+    units = landmarker.run_network(inputs)
+    parts = {
+        "context_crop": lambda: [landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)],
+        "warp_to_input": lambda: landmarker.network_inputs(crops),
+        "network": lambda: landmarker.run_network(inputs),
+        "to_image_pixels": lambda: box_units_to_image(units, batch_boxes),
+    }
+    return {name: round(median_seconds(fn, repeats, warmup) / batch * 1e3, 4) for name, fn in parts.items()}
+
+
+def profile_network(landmarker: ONetLandmarker, images, boxes, batch: int = 256, rows: int = 12) -> list[dict]:
+    """torch profiler over one batch of the whole landmarker: the operators with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    idx = tile(len(boxes), batch)
+    batch_images, batch_boxes = [images[i] for i in idx], [boxes[i : i + 1] for i in idx]
+    landmarker.batch_size = batch
+    landmarker.predict_batch(batch_images, batch_boxes)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        landmarker.predict_batch(batch_images, batch_boxes)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:rows]
+    return [{"op": e.key, "calls": e.count, "self_ms_per_face": round(e.self_cpu_time_total / 1e3 / batch, 4)}
+            for e in events]
+
+
+def bench_dlib(dlib_lm: DlibShapePredictor, images, boxes, repeats: int, warmup: int) -> dict:
+    n = len(boxes)
+
+    def full():
+        for i in range(n):
+            dlib_lm.predict(images[i], boxes[i : i + 1])
+
+    return {"detection_excluded": rate(median_seconds(full, repeats, max(1, warmup)) / n)}
+
+
+def bench_detection(landmarkers: dict, images: list[np.ndarray], upsample: int, repeats: int, warmup: int) -> dict:
+    """HOG time per image, and each landmarker end to end (detect + landmarks on whole images) per face found."""
+    faces = [len(detect_faces(im, upsample)) for im in images]
+    found = sum(faces)
+    hog = median_seconds(lambda: [detect_faces(im, upsample) for im in images], repeats, warmup) / len(images)
+    out = {"images": len(images), "faces_found": found, "upsample": upsample,
+           "hog_ms_per_image": round(hog * 1e3, 3), "methods": {}}
+    for name, landmarker in landmarkers.items():
+        predictor = Predictor(landmarker, upsample=upsample)
+        seconds = median_seconds(lambda: predictor.predict_many(images), repeats, warmup)
+        out["methods"][name] = {**rate(seconds / max(found, 1)), "ms_per_image": round(seconds / len(images) * 1e3, 3)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- model sizes
+
+
+def dlib_model_size(path: Path) -> dict:
+    """Parameters of dlib's shape predictor file, by walking dlib's serialisation of it.
+
+    The file holds ``version``, ``initial_shape`` (a float matrix), ``forests`` (cascade levels x trees, each tree
+    a list of splits ``(idx1, idx2, thresh)`` and a list of leaf vectors), ``anchor_idx`` and ``deltas`` (a 2-D
+    float offset per feature pixel). dlib writes integers as a control byte (low 4 bits: byte count, bit 7: sign)
+    and that many little-endian bytes, and a float as two such integers (mantissa, exponent). The walk must end
+    exactly at the end of the file, which checks the reading.
+    """
+    data = path.read_bytes()
+    pos = 0
+
+    def integer() -> int:
+        nonlocal pos
+        control = data[pos]
+        size = control & 0x0F
+        value = int.from_bytes(data[pos + 1 : pos + 1 + size], "little")
+        pos += 1 + size
+        return -value if control & 0x80 else value
+
+    def skip_floats(count: int) -> None:
+        nonlocal pos
+        p = pos
+        for _ in range(2 * count):
+            p += 1 + (data[p] & 0x0F)
+        pos = p
+
+    def matrix() -> int:
+        rows, cols = abs(integer()), abs(integer())
+        skip_floats(rows * cols)
+        return rows * cols
+
+    if integer() != 1:
+        raise ValueError(f"{path}: not a version-1 dlib shape predictor")
+    floats = matrix()
+    levels, trees, splits, leaves = integer(), 0, 0, 0
+    for _ in range(levels):
+        for _ in range(integer()):
+            trees += 1
+            n_splits = integer()
+            for _ in range(n_splits):
+                integer(), integer()
+                skip_floats(1)
+            splits += n_splits
+            n_leaves = integer()
+            leaves += n_leaves
+            for _ in range(n_leaves):
+                floats += matrix()
+    anchors = 0
+    for _ in range(integer()):
+        k = integer()
+        anchors += k
+        for _ in range(k):
+            integer()
+    deltas = 0
+    for _ in range(integer()):
+        k = integer()
+        deltas += k
+        skip_floats(2 * k)
+    if pos != len(data):
+        raise ValueError(f"{path}: read {pos} of {len(data)} bytes; not the expected shape predictor layout")
+    floats += splits + 2 * deltas  # split thresholds and delta offsets
+    return {"file": str(path), "mb_on_disk": round(len(data) / 1e6, 2), "cascade_levels": levels,
+            "trees": trees, "splits": splits, "leaves": leaves, "float_parameters": floats,
+            "index_parameters": 2 * splits + anchors,
+            "parameters": floats + 2 * splits + anchors}
+
+
+def onet_model_size(model: torch.nn.Module, config: dict, checkpoint: Path | None) -> dict:
+    from flmlib.export import onnx_bytes
+
+    n = sum(p.numel() for p in model.parameters())
+    out = {"parameters": int(n), "mb_float32": round(n * 4 / 1e6, 3),
+           "onnx_mb": round(len(onnx_bytes(model, config)) / 1e6, 3)}
+    out["checkpoint"] = str(checkpoint) if checkpoint else None
+    out["mb_on_disk"] = round(checkpoint.stat().st_size / 1e6, 3) if checkpoint else None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ stage timings
+
+
+def stage_names(root: Path) -> list[str]:
+    """Stage names of ``dvc.yaml`` in order (the usual four if it cannot be read)."""
+    import yaml
+
+    try:
+        return list((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})) or list(STAGES_FALLBACK)
+    except (OSError, yaml.YAMLError):
+        return list(STAGES_FALLBACK)
+
+
+def stage_timings(timings_dir: Path, stages: list[str]) -> dict:
+    """Wall time of each stage from ``<timings_dir>/<stage>.json`` (``{"seconds": ...}``); absent ones are None."""
+    out, total, complete = {}, 0.0, True
+    for stage in stages:
+        path = timings_dir / f"{stage}.json"
+        seconds = None
+        if path.is_file():
+            try:
+                seconds = float(json.loads(path.read_text())["seconds"])
+            except (ValueError, KeyError, TypeError):
+                seconds = None
+        out[stage] = seconds
+        if seconds is None:
+            complete = False
+        else:
+            total += seconds
+    return {"source": str(timings_dir), "stages_seconds": out,
+            "study_seconds": round(total, 1) if complete else None,
+            "study_seconds_available_stages": round(total, 1),
+            "complete": complete,
+            "note": "stage wall times as written by each stage's notebook during the last `dvc repro`;"
+                    " the study total is their sum (null when a stage has no timing file)"}
+
+
+# ------------------------------------------------------------------------------------------------- environment
+
+
+def environment() -> dict:
+    import dlib
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"cpu": cpu, "cores_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "dlib": dlib.__version__, "numpy": np.__version__, "git_commit": commit,
+            "load_average_start": [round(v, 2) for v in os.getloadavg()],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+
+def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False, repeats: int = 5, warmup: int = 2,
+        detect_images: int = 40, compile_: bool = True, allow_untrained: bool = False, profile: bool = False,
+        log: Callable[[str], None] = print) -> dict:
+    """Run every measurement and return the result dict (see the module docstring)."""
+    started = time.perf_counter()
+    if tiny:
+        repeats, warmup, detect_images, compile_ = 1, 0, 2, False
+    result: dict = {"mode": "tiny (smoke test; numbers are not results)" if tiny else "full",
+                    "environment": environment(), "settings": {"repeats": repeats, "warmup": warmup,
+                                                               "batch_sizes": list(BATCH_SIZES)}}
+    images, boxes, paths = load_faces(prepared, limit=6 if tiny else 0)
+    n_images = len(set(paths))
+    result["faces"] = {"set": "300-W test (helen/testset, detected faces of the prepare stage)",
+                       "source": str(prepared / "test_300w.npz"), "faces": len(boxes), "images": n_images,
+                       "batch_256": "the faces repeated to 256" if len(boxes) < 256 else "the first 256 faces"}
+    log(f"bench: {len(boxes)} faces from {n_images} images ({result['mode']})")
+
+    weights = "trained"
+    if checkpoint.is_file():
+        model, config = load_trained(checkpoint)
+    elif allow_untrained:
+        from types import SimpleNamespace
+
+        from flmlib.train import TrainConfig, model_config
+
+        model = build_model("onet").eval()
+        config = model_config(TrainConfig(), SimpleNamespace(crop_size=96, context_factor=2.0), model)
+        weights, checkpoint = "untrained (timing only: speed does not depend on the weights)", None
+    else:
+        raise BenchError(f"{checkpoint} not found: train the model first (`dvc repro train`), or pass"
+                         " --allow-untrained to time an untrained O-Net of the same architecture")
+    result["onet_weights"] = weights
+
+    onet: dict = {}
+    built: dict[str, tuple[ONetLandmarker, int | None]] = {}
+    reference = None
+    for name, description, factory in onet_variants(model, config, compile_):
+        log(f"bench: O-Net {name} ...")
+        try:
+            start = time.perf_counter()
+            landmarker, threads = built[name] = factory()
+            with Threads(threads or torch.get_num_threads()):
+                timings = bench_onet(landmarker, images, boxes, repeats, warmup)
+                landmarker.batch_size = 256
+                points = np.concatenate(landmarker.predict_batch(images, [boxes[i : i + 1] for i in range(len(boxes))]))
+            reference = points if reference is None else reference
+            onet[name] = {"description": description, "threads": threads or torch.get_num_threads(), **timings,
+                          "agreement_with_reference": agreement(points, reference),
+                          "seconds_including_setup": round(time.perf_counter() - start, 1)}
+        except Exception as exc:  # a backend that fails here (e.g. no compiler for torch.compile) is reported
+            onet[name] = {"description": description, "error": f"{type(exc).__name__}: {exc}"}
+    if "torch-channels-last" in built:
+        reference_lm, _ = built["torch-channels-last"]
+        log("bench: where the time goes ...")
+        result["where_time_goes"] = {
+            "backend": "torch-channels-last", "batch": 256, "ms_per_face": breakdown(reference_lm, images, boxes,
+                                                                                      repeats, warmup)}
+        if profile:
+            result["where_time_goes"]["torch_profiler_top_ops"] = profile_network(reference_lm, images, boxes)
+    if not compile_:
+        onet["torch-compile"] = {"description": "torch.compile (inductor)",
+                                 "skipped": "tiny mode" if tiny else "--no-compile"}
+    if not bf16_supported():
+        onet["torch-bf16"] = {"description": "bfloat16 autocast", "skipped": "no native bf16 on this CPU"}
+    result["onet"] = onet
+
+    log("bench: dlib shape predictor ...")
+    dlib_lm = DlibShapePredictor()
+    result["dlib"] = {"description": "dlib shape_predictor_68_face_landmarks.dat, one face per call, one thread",
+                      **bench_dlib(dlib_lm, images, boxes, repeats, warmup)}
+
+    # Ratios use the full landmarker (crop + warp + network) at batch 256, detection excluded.
+    dlib_rate = result["dlib"]["detection_excluded"]["faces_per_s"]
+    ok = {k: v for k, v in onet.items() if "batch_256" in v}
+    ratios = {k: {f"batch_{b}": round(v[f"batch_{b}"]["detection_excluded"]["faces_per_s"] / dlib_rate, 2)
+                  for b in BATCH_SIZES} for k, v in ok.items()}
+    best = max(ok, key=lambda k: ok[k]["batch_256"]["detection_excluded"]["faces_per_s"]) if ok else None
+    result["ratio_onet_to_dlib"] = {
+        "definition": "O-Net faces/s (image + box -> points, crop and warp included) / dlib faces/s, detection excluded",
+        "by_backend": ratios, "best_backend_batch_256": best,
+        "best_ratio_batch_256": ratios[best]["batch_256"] if best else None,
+        "target": TARGET_RATIO,
+        "target_met": bool(best and ratios[best]["batch_256"] >= TARGET_RATIO),
+    }
+
+    log("bench: detection included ...")
+    upsample = default_upsample()
+    unique = list(dict.fromkeys(paths))[:detect_images]
+    det_images = [read_image(p) for p in unique]
+    methods: dict = {"dlib": dlib_lm}
+    threads = None
+    if best is not None:
+        best_lm, threads = built[best]
+        best_lm.batch_size = 256
+        methods[f"onet ({best})"] = best_lm
+    with Threads(threads or torch.get_num_threads()):
+        detection = bench_detection(methods, det_images, upsample, max(1, repeats // 2), min(warmup, 1))
+    detection["note"] = ("whole images of the test set: HOG detection + landmarks for every face found; all faces of"
+                         " the images go through O-Net in one batch")
+    if "dlib" in detection["methods"]:
+        dlib_det = detection["methods"]["dlib"]["faces_per_s"]
+        detection["ratio_onet_to_dlib"] = {k: round(v["faces_per_s"] / dlib_det, 3)
+                                           for k, v in detection["methods"].items() if k != "dlib"}
+    result["detection_included"] = detection
+
+    result["model_size"] = {"onet": onet_model_size(model, config, checkpoint), "dlib": dlib_model_size(dlib_model_path())}
+    result["stage_timings"] = stage_timings(timings_dir, stage_names(PROJECT_ROOT))
+    result["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    result["bench_seconds"] = round(time.perf_counter() - started, 1)
+    result["markdown"] = markdown(result)
+    return result
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if value < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown(result: dict) -> str:
+    """The README tables: throughput per method/backend/batch, detection included, model sizes, stage times."""
+    lines = ["| method | backend | batch | network only, ms/face | landmarker, ms/face | landmarker, faces/s | × dlib |"
+             " max Δ vs fp32 eager, px |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    dlib = result["dlib"]["detection_excluded"]
+    for name, entry in result["onet"].items():
+        if "batch_1" not in entry:
+            reason = entry.get("error") or entry.get("skipped")
+            lines.append(f"| O-Net | {name} | | | | {reason} | | |")
+            continue
+        for batch in BATCH_SIZES:
+            row = entry[f"batch_{batch}"]
+            ratio = result["ratio_onet_to_dlib"]["by_backend"][name][f"batch_{batch}"]
+            lines.append(f"| O-Net | {name} | {batch} | {_fmt(row['network_only']['ms_per_face'])} |"
+                         f" {_fmt(row['detection_excluded']['ms_per_face'])} |"
+                         f" {_fmt(row['detection_excluded']['faces_per_s'], 0)} | {ratio:.1f} |"
+                         f" {_fmt(entry['agreement_with_reference']['max_px'], 4)} |")
+    lines.append(f"| dlib shape predictor | dlib (1 thread) | 1 | — | {_fmt(dlib['ms_per_face'])} |"
+                 f" {_fmt(dlib['faces_per_s'], 0)} | 1.0 | |")
+    parts = result.get("where_time_goes", {}).get("ms_per_face")
+    if parts:
+        lines += ["", "O-Net landmarker at batch 256 (torch-channels-last), ms per face: "
+                  + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in parts.items()) + "."]
+    det = result["detection_included"]
+    lines += ["", f"Detection included (HOG, upsample {det['upsample']}: {_fmt(det['hog_ms_per_image'])} ms per image;"
+              f" {det['faces_found']} faces in {det['images']} test images):", "",
+              "| method | ms/image | faces/s | × dlib |", "|---|---:|---:|---:|"]
+    for name, row in det["methods"].items():
+        ratio = 1.0 if name == "dlib" else det.get("ratio_onet_to_dlib", {}).get(name)
+        lines.append(f"| {name} | {_fmt(row['ms_per_image'])} | {_fmt(row['faces_per_s'], 1)} | {_fmt(ratio, 2)} |")
+    size = result["model_size"]
+    lines += ["", "| model | parameters | MB on disk |", "|---|---:|---:|",
+              f"| O-Net | {size['onet']['parameters']:,} | {_fmt(size['onet']['mb_on_disk'])} (.pt),"
+              f" {_fmt(size['onet']['onnx_mb'])} (.onnx) |",
+              f"| dlib shape predictor | {size['dlib']['parameters']:,} | {_fmt(size['dlib']['mb_on_disk'], 1)} (.dat) |"]
+    timing = result["stage_timings"]
+    lines += ["", "| DVC stage | wall time, s |", "|---|---:|"]
+    lines += [f"| {stage} | {_fmt(seconds, 1)} |" for stage, seconds in timing["stages_seconds"].items()]
+    lines.append(f"| whole study | {_fmt(timing['study_seconds'], 1)} |")
+    env = result["environment"]
+    lines += ["", f"Machine: {env['cpu']}, {env['cores_available']} cores, torch {env['torch']} with"
+              f" {env['torch_threads']} threads; load average {env['load_average_start']} at start,"
+              f" {env.get('load_average_end')} at end (a shared machine inflates and scatters the times)."]
+    return "\n".join(lines)
+
+
+def print_table(result: dict) -> None:
+    print(result["markdown"])
+    verdict = result["ratio_onet_to_dlib"]
+    if verdict["best_backend_batch_256"]:
+        print(f"\nO-Net ({verdict['best_backend_batch_256']}, batch 256) / dlib, detection excluded:"
+              f" {verdict['best_ratio_batch_256']:.1f}x (target {verdict['target']:.0f}x:"
+              f" {'met' if verdict['target_met'] else 'missed'})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flmlib.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a few faces, few repeats, no torch.compile: seconds")
+    parser.add_argument("--out", default="reports/bench.json", help="JSON output (default: %(default)s); the"
+                        " markdown table goes next to it with the suffix .md")
+    parser.add_argument("--prepared", default="prepared", help="prepared data folder (default: %(default)s)")
+    parser.add_argument("--checkpoint", default="models/onet.pt", help="O-Net model file (default: %(default)s)")
+    parser.add_argument("--timings", default="reports/timings", help="stage timing folder (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
+    parser.add_argument("--detect-images", type=int, default=40,
+                        help="test images for the detection-included timing (default: %(default)s)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for ~1 min)")
+    parser.add_argument("--profile", action="store_true",
+                        help="add the torch profiler's top operators of one batch of 256 faces to the JSON")
+    parser.add_argument("--allow-untrained", action="store_true",
+                        help="time an untrained O-Net when the model file is missing (speed does not depend on weights)")
+    args = parser.parse_args(argv)
+    try:
+        result = run(project_path(args.prepared), project_path(args.checkpoint), project_path(args.timings),
+                     tiny=args.tiny, repeats=args.repeats, warmup=args.warmup, detect_images=args.detect_images,
+                     compile_=not args.no_compile, allow_untrained=args.allow_untrained, profile=args.profile,
+                     log=lambda m: print(m, file=sys.stderr))
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    out = project_path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    out.with_suffix(".md").write_text(result["markdown"] + "\n")
+    print_table(result)
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+import json
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flmlib import bench
+from flmlib.detect import detect_faces
+from flmlib.io import read_image
+from flmlib.models import build_model
+from flmlib.paths import PROJECT_ROOT
+from flmlib.train import TrainConfig, model_config, save_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, data_root):
+    """A prepared folder in the prepare stage's format with three helen test faces, an O-Net file, stage timings."""
+    root = tmp_path_factory.mktemp("bench")
+    prepared = root / "prepared"
+    prepared.mkdir()
+    rows, boxes = [], []
+    for jpg in sorted((data_root / "300w/helen/testset").glob("*.jpg")):
+        found = detect_faces(read_image(jpg), 1)
+        if len(found):
+            rows.append({"face_id": f"300w/helen/testset/{jpg.stem}", "image_path": str(jpg)})
+            boxes.append(found[0])
+        if len(rows) == 3:
+            break
+    np.savez(prepared / "test_300w.npz", boxes=np.stack(boxes), face_id=np.array([r["face_id"] for r in rows]))
+    pd.DataFrame(rows).to_csv(prepared / "faces.csv", index=False)
+    torch.manual_seed(0)
+    model = build_model("onet")
+    checkpoint = root / "onet.pt"
+    save_model(checkpoint, model, model_config(TrainConfig(), types.SimpleNamespace(crop_size=96, context_factor=2.0), model))
+    timings = root / "timings"
+    timings.mkdir()
+    (timings / "prepare.json").write_text(json.dumps({"stage": "prepare", "seconds": 12.5}))
+    return prepared, checkpoint, timings, model
+
+
+def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
+    prepared, checkpoint, timings, model = setup
+    out = tmp_path / "bench.json"
+    code = bench.main(["--tiny", "--prepared", str(prepared), "--checkpoint", str(checkpoint),
+                       "--timings", str(timings), "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["faces"]["faces"] == 3 and result["onet_weights"] == "trained"
+    timed = [name for name, entry in result["onet"].items() if "batch_1" in entry]
+    assert {"torch-nchw", "torch-channels-last", "onnxruntime"} <= set(timed)
+    for name in timed:
+        for batch in bench.BATCH_SIZES:
+            for part in ("network_only", "detection_excluded"):
+                row = result["onet"][name][f"batch_{batch}"][part]
+                assert row["ms_per_face"] > 0 and row["faces_per_s"] > 0
+                assert row["faces_per_s"] == pytest.approx(1000 / row["ms_per_face"], rel=0.01)
+        assert set(result["ratio_onet_to_dlib"]["by_backend"][name]) == {"batch_1", "batch_256"}
+        agree = result["onet"][name]["agreement_with_reference"]
+        assert 0 <= agree["mean_px"] <= agree["max_px"] < 2  # every backend computes the same points (bf16: ~0.1 px)
+    assert result["onet"]["torch-channels-last"]["agreement_with_reference"]["max_px"] == 0
+    parts = result["where_time_goes"]["ms_per_face"]
+    assert set(parts) == {"context_crop", "warp_to_input", "network", "to_image_pixels"} and min(parts.values()) > 0
+    assert "skipped" in result["onet"]["torch-compile"]
+    assert result["dlib"]["detection_excluded"]["faces_per_s"] > 0
+    ratio = result["ratio_onet_to_dlib"]
+    assert ratio["best_backend_batch_256"] in timed and isinstance(ratio["target_met"], bool)
+    det = result["detection_included"]
+    assert det["images"] == 2 and det["hog_ms_per_image"] > 0 and "dlib" in det["methods"]
+    assert all(v["faces_per_s"] > 0 for v in det["methods"].values())
+    sizes = result["model_size"]
+    assert sizes["onet"]["parameters"] == sum(p.numel() for p in model.parameters())
+    assert sizes["onet"]["mb_on_disk"] == pytest.approx(checkpoint.stat().st_size / 1e6, abs=1e-3)
+    assert sizes["dlib"]["parameters"] > sizes["onet"]["parameters"] and sizes["dlib"]["mb_on_disk"] > 1
+    stages = result["stage_timings"]
+    assert stages["stages_seconds"]["prepare"] == 12.5
+    # only prepare has a timing file here: the study total exists only if dvc.yaml has no other stage
+    names = bench.stage_names(PROJECT_ROOT)
+    assert list(stages["stages_seconds"]) == names
+    complete = names == ["prepare"]
+    assert stages["complete"] is complete and stages["study_seconds"] == (12.5 if complete else None)
+    assert "| O-Net | onnxruntime | 256 |" in result["markdown"]
+    assert out.with_suffix(".md").read_text().strip() == result["markdown"].strip()
+    assert "target 10x" in capsys.readouterr().out
+
+
+def test_missing_prepared_data_is_a_clear_error(tmp_path, capsys):
+    code = bench.main(["--tiny", "--prepared", str(tmp_path), "--out", str(tmp_path / "b.json")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "test_300w.npz not found" in err and "prepare" in err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_dlib_model_size_reads_a_shape_predictor_file(tmp_path):
+    """Train a tiny dlib shape predictor with known structure and count its parts back from the file."""
+    import dlib
+
+    rng = np.random.default_rng(0)
+    images, objects = [], []
+    for _ in range(4):
+        images.append(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8))
+        parts = dlib.points([dlib.point(int(x), int(y)) for x, y in rng.integers(12, 48, (5, 2))])
+        objects.append([dlib.full_object_detection(dlib.rectangle(10, 10, 49, 49), parts)])
+    options = dlib.shape_predictor_training_options()
+    options.cascade_depth, options.num_trees_per_cascade_level, options.tree_depth = 3, 4, 2
+    options.feature_pool_size, options.oversampling_amount = 20, 2
+    path = tmp_path / "tiny.dat"
+    dlib.train_shape_predictor(images, objects, options).save(str(path))
+    size = bench.dlib_model_size(path)
+    trees, splits, leaves = 3 * 4, 3 * 4 * 3, 3 * 4 * 4  # depth 2: 3 splits and 4 leaves per tree
+    assert (size["cascade_levels"], size["trees"], size["splits"], size["leaves"]) == (3, trees, splits, leaves)
+    # initial shape (5 points) + a 10-vector per leaf + a threshold per split + an (x, y) delta per pool pixel
+    assert size["float_parameters"] == 10 + 10 * leaves + splits + 2 * 20 * 3
+    path.write_bytes(path.read_bytes() + b"\x00")
+    with pytest.raises(ValueError, match="not the expected"):
+        bench.dlib_model_size(path)
+
+
+def test_stage_timings_total_when_all_stages_ran(tmp_path):
+    for stage, seconds in (("a", 1.5), ("b", 2.0)):
+        (tmp_path / f"{stage}.json").write_text(json.dumps({"seconds": seconds}))
+    timing = bench.stage_timings(tmp_path, ["a", "b"])
+    assert timing["complete"] and timing["study_seconds"] == 3.5
