@@ -137,6 +137,21 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+#: Entry of ``metrics[test_set]`` holding the detection rate (faces, detected, rate), shared by every method.
+DETECTION_KEY = "detection"
+
+#: What every reader must know next to the numbers (shown in the report index, the report notebook and the README).
+CAVEATS = (
+    "dlib's shape predictor was trained on 300-W with mirrored images added; whether the HELEN test images were in "
+    "its training set is not documented, so its test_300w numbers may be optimistic.",
+    "The YouTube-Faces keypoints are most likely machine-generated and their jaw line follows a different convention "
+    "from 300-W's: test_youtube is a second, differently-labelled domain, not 300-W ground truth.",
+    "test_300w = the 300-W re-annotation of the HELEN test subset (230 faces); test_youtube = YouTube-Faces frames of "
+    "held-out people (re-split by person: the original frame split puts every test person in training).",
+    "Faces the HOG detector missed are excluded for every method alike; the detection rate is reported per test set.",
+)
+
+
 def results_markdown(
     metrics: Mapping,
     *,
@@ -168,6 +183,8 @@ def results_markdown(
     diffs = []
     for test_set, entries in metrics.items():
         for method, values in entries.items():
+            if method == DETECTION_KEY:
+                continue
             if "-minus-" in method:
                 diffs.append((test_set, method, values))
                 continue
@@ -248,3 +265,24 @@ def load_metrics(path: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: metrics file not found (run the compare stage)") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flmlib.report NOTEBOOK... --out DIR``: render executed notebooks and the index page."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flmlib.report", description=main.__doc__)
+    parser.add_argument("notebooks", nargs="+", help="executed notebooks, in stage order")
+    parser.add_argument("--out", required=True, help="output folder for the HTML pages and index.html")
+    parser.add_argument("--title", default="flm-study: O-Net vs dlib, 68-point landmarks")
+    args = parser.parse_args(argv)
+    missing = [n for n in args.notebooks if not Path(n).is_file()]
+    if missing:
+        parser.error(f"notebook(s) not found: {', '.join(missing)}")
+    index = render_report(args.notebooks, args.out, title=args.title, notes=CAVEATS)
+    print(f"wrote {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
