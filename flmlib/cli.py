@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,7 @@ EXIT_INPUT_SKIPPED = 1
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_MODEL = 3
 EXIT_CODES = {
-    EXIT_OK: "every input was processed (predict: at least one face in each image)",
+    EXIT_OK: "success (predict: every input processed, at least one face in each image)",
     EXIT_INPUT_SKIPPED: "some inputs were skipped: missing file, not an image, or no face found (the others were written)",
     EXIT_USAGE: "bad command line",
     EXIT_MODEL: "the model could not be loaded or exported (e.g. missing or invalid --checkpoint)",
@@ -34,12 +35,24 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: Images whose faces go through the network together; bounds memory when a folder holds thousands of images.
 CHUNK = 64
 
+DEFAULT_CHECKPOINT = "models/onet.pt"
 COORDINATES = ("0-based image pixels, pixel centres at integers; box = (x0, y0, x1, y1) edges; points = 68 (x, y)"
                " in the iBUG 68-point order")
 
 
 def _error(message: str) -> None:
     print(f"flm: error: {message}", file=sys.stderr)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
+def checkpoint_path(value: str | None) -> Path:
+    """``--checkpoint``: as given (relative to the working directory), or the study's model when not given."""
+    from flmlib.paths import PROJECT_ROOT
+
+    return Path(value).resolve() if value else PROJECT_ROOT / DEFAULT_CHECKPOINT
 
 
 def _codes_text() -> str:
@@ -109,7 +122,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     kwargs = {}
     if args.model == "onet":
-        kwargs = {"checkpoint": args.checkpoint, "backend": args.backend, "device": args.device,
+        kwargs = {"checkpoint": checkpoint_path(args.checkpoint), "backend": args.backend, "device": args.device,
                   "batch_size": args.batch_size}
     try:
         predictor = Predictor.from_name(args.model, upsample=args.upsample, **kwargs)
@@ -121,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _error(message)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model_name = str(args.checkpoint) if args.model == "onet" else str(getattr(predictor.landmarker, "model_path", ""))
+    model_name = str(kwargs["checkpoint"]) if args.model == "onet" else str(predictor.landmarker.model_path)
     failed, written = len(errors), 0
     stems = output_stems(paths)
     for start in range(0, len(paths), CHUNK):
@@ -160,11 +173,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from flmlib.export import export_onnx, max_difference, onnx_session
     from flmlib.models import load_trained
-    from flmlib.paths import project_path
+    from flmlib.paths import PROJECT_ROOT
 
+    out = Path(args.out) if args.out else PROJECT_ROOT / "models" / "onet.onnx"
     try:
-        model, config = load_trained(project_path(args.checkpoint))
-        path = export_onnx(model, config, args.out)
+        model, config = load_trained(checkpoint_path(args.checkpoint))
+        path = export_onnx(model, config, out)
         diff = max_difference(model, onnx_session(path))
     except (OSError, ValueError, RuntimeError) as exc:
         _error(f"export failed: {exc}")
@@ -185,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser(
         "predict", help="find faces and their 68 landmarks in images",
-        description=(
+        description=_wrap(
             "Find faces with dlib's HOG detector and place 68 landmarks on each, with O-Net (default) or dlib's shape"
             " predictor. For every input image writes OUT/<name>.json (image size, method, per face: box and 68"
             " points, " + COORDINATES + ") and OUT/<name>.png (boxes and points drawn). Missing files, files that"
@@ -200,9 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", choices=("onet", "dlib"), default="onet",
                          help="landmarker: the study's O-Net (needs --checkpoint) or dlib's shape predictor"
                               " (default: %(default)s)")
-    predict.add_argument("--checkpoint", default="models/onet.pt",
-                         help="O-Net model file: a .pt written by training, or a .onnx written by `flm export`;"
-                              " relative paths are taken from the project root (default: %(default)s)")
+    predict.add_argument("--checkpoint", default=None,
+                         help="O-Net model file: a .pt written by training, or a .onnx written by `flm export`"
+                              f" (default: the study's {DEFAULT_CHECKPOINT} in the project folder)")
     predict.add_argument("--out", default="flm-out", help="output folder, created if needed (default: %(default)s)")
     predict.add_argument("--upsample", type=int, default=None,
                          help="HOG detector upsampling (default: prepare.upsample from params.yaml, as in the study)")
@@ -215,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export", help="export the O-Net model file to ONNX",
-        description=(
+        description=_wrap(
             "Write the trained O-Net as ONNX (input 'images' (B, 3, 48, 48) float32 RGB 0..255, output 'points'"
             " (B, 136) box units, dynamic batch B; the model config is stored in the file's metadata), then check"
             " ONNX Runtime against PyTorch on a random batch and print the largest difference."
@@ -223,9 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: %(default)s)")
-    export.add_argument("--checkpoint", default="models/onet.pt",
-                        help="trained model file, relative paths from the project root (default: %(default)s)")
-    export.add_argument("--out", default="models/onet.onnx", help="output file (default: %(default)s)")
+    export.add_argument("--checkpoint", default=None,
+                        help=f"trained model file (default: the study's {DEFAULT_CHECKPOINT} in the project folder)")
+    export.add_argument("--out", default=None,
+                        help="output file (default: models/onet.onnx in the project folder)")
     export.set_defaults(func=cmd_export)
     return parser
 
