@@ -18,9 +18,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "flm-study (.venv)" >/dev/null
 	touch $(STAMP)
 
-# data/ is tracked by DVC; pulling an up-to-date checkout is a no-op.
+# data/ is tracked by DVC (data.dvc); pulling an up-to-date checkout is a no-op. Stage outputs are rebuilt, not pulled.
 data: $(STAMP)
-	$(BIN)/dvc pull --quiet
+	$(BIN)/dvc pull --quiet data.dvc
 
 repro: data
 	$(BIN)/dvc repro
