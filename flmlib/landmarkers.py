@@ -238,14 +238,13 @@ class ONetLandmarker:
         resampled to ``input_size`` by :func:`flmlib.augment.warp`.
         """
         crops = torch.as_tensor(crops)
-        n = crops.shape[0]
         if crops.ndim != 4 or tuple(crops.shape[1:]) != (self.crop_size, self.crop_size, 3) or crops.dtype != torch.uint8:
             raise ValueError(
                 f"context crops must be (N, {self.crop_size}, {self.crop_size}, 3) uint8 for this model (crop_size"
                 f" {self.crop_size}), got {crops.dtype} {tuple(crops.shape)}"
             )
         crops = crops.to(self.device).permute(0, 3, 1, 2)
-        matrices = box_matrices(identity_params(n), self.crop_size, self.context_factor)
+        matrices = box_matrices(identity_params(len(crops)), self.crop_size, self.context_factor)
         return warp(crops, matrices, self.input_size)
 
     @torch.inference_mode()
