@@ -143,16 +143,24 @@ def nchw_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tenso
 
 
 class Threads:
-    """Context manager: run with ``n`` torch intra-op threads, then restore."""
+    """Context manager: run with ``n`` torch intra-op threads and ``n`` OpenCV threads (the crops), then restore."""
 
     def __init__(self, n: int):
-        self.n, self.old = n, torch.get_num_threads()
+        import cv2
+
+        self.n, self.old, self.old_cv = n, torch.get_num_threads(), cv2.getNumThreads()
 
     def __enter__(self):
+        import cv2
+
         torch.set_num_threads(self.n)
+        cv2.setNumThreads(self.n)
 
     def __exit__(self, *exc):
+        import cv2
+
         torch.set_num_threads(self.old)
+        cv2.setNumThreads(self.old_cv)
 
 
 def bf16_supported() -> bool:
@@ -175,7 +183,7 @@ def onet_variants(model: torch.nn.Module, config: dict, compile_: bool) -> list[
          lambda: (ONetLandmarker(model, config), None)),
         ("torch-nchw", "eager PyTorch fp32, contiguous NCHW tensors",
          lambda: (ONetLandmarker(model, config, forward=nchw_forward(model)), None)),
-        ("torch-channels-last-1thread", "eager PyTorch fp32, channels-last, one intra-op thread",
+        ("torch-channels-last-1thread", "eager PyTorch fp32, channels-last, one thread (torch and OpenCV)",
          lambda: (ONetLandmarker(model, config), 1)),
     ]
     if bf16_supported():
@@ -190,6 +198,9 @@ def onet_variants(model: torch.nn.Module, config: dict, compile_: bool) -> list[
     variants.append(("onnxruntime", "ONNX Runtime CPU fp32, exported graph, default threads",
                      lambda: (ONetLandmarker(None, config, backend="onnx",
                                              session=onnx_session(onnx_bytes(model, config))), None)))
+    variants.append(("onnxruntime-1thread", "ONNX Runtime CPU fp32, one thread (ONNX Runtime, torch warp and OpenCV)",
+                     lambda: (ONetLandmarker(None, config, backend="onnx",
+                                             session=onnx_session(onnx_bytes(model, config), threads=1)), 1)))
     return variants
 
 
