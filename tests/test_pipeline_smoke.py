@@ -34,7 +34,7 @@ def test_prepare_train_compare_report_chain(tmp_path, data_root):
     _run("04-report.ipynb", tmp_path, prepared_dir=str(prepared), errors_path=str(reports / "errors.csv"),
          regions_path=str(reports / "regions.csv"), metrics_path=str(reports / "metrics.json"),
          predictions_dir=str(reports / "pred"), figures_dir=str(reports / "fig"), readme_path=str(readme),
-         update_readme=True, examples=2, worst=2)
+         update_readme=True, examples=2, worst=2, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")
     assert set(errors["method"]) == {"onet", "dlib"} and set(errors["test_set"]) == {"test_300w", "test_youtube"}
