@@ -66,6 +66,8 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     assert result["dlib"]["detection_excluded"]["faces_per_s"] > 0
     ratio = result["ratio_onet_to_dlib"]
     assert ratio["best_backend_batch_256"] in timed and isinstance(ratio["target_met"], bool)
+    inter = ratio["interleaved"]
+    assert inter["ratio"] == pytest.approx(inter["onet"]["faces_per_s"] / inter["dlib"]["faces_per_s"], rel=0.01)
     assert ratio["best_network_only_backend"] in timed and isinstance(ratio["target_met_network_only"], bool)
     det = result["detection_included"]
     assert det["images"] == 2 and det["hog_ms_per_image"] > 0 and "dlib" in det["methods"]
