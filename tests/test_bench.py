@@ -52,7 +52,7 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     assert {"torch-nchw", "torch-channels-last", "onnxruntime"} <= set(timed)
     for name in timed:
         for batch in bench.BATCH_SIZES:
-            for part in ("network_only", "detection_excluded"):
+            for part in ("network_only", "from_context_crops", "detection_excluded"):
                 row = result["onet"][name][f"batch_{batch}"][part]
                 assert row["ms_per_face"] > 0 and row["faces_per_s"] > 0
                 assert row["faces_per_s"] == pytest.approx(1000 / row["ms_per_face"], rel=0.01)
