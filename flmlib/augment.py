@@ -202,6 +202,14 @@ def augment(
     return images, points_to_box_units(points.to(crops.device), matrices, params["flip"])
 
 
+def central_box(crops: torch.Tensor, out_size: int = 48, context_factor: float = 2.0) -> torch.Tensor:
+    """Inference input: the plain face box of each context crop ``(n, 3, S, S)`` -> ``(n, 3, out, out)`` float 0..255.
+
+    The same pixels as ``augment(crops, points, None)`` gives in training and validation.
+    """
+    return warp(crops, box_matrices(identity_params(crops.shape[0]), crops.shape[-1], context_factor), out_size)
+
+
 def hflip(images: torch.Tensor, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mirror network inputs ``(n, 3, h, w)`` and their box-unit landmarks ``(n, 68, 2)`` left-right."""
     mirror = _MIRROR.to(units.device)

@@ -1,10 +1,15 @@
 """Landmark regression losses, chosen by name from params.
 
 All losses compare ``(B, 136)`` (or ``(B, 68, 2)``) predictions and targets in **box units** (0 and 1 at the face
-box's edges) and return a scalar: the **sum over the 136 coordinates, averaged over the faces** (the reduction of
-Caffe's Euclidean loss, up to its factor 1/2, which the original study's learning rates were tuned for). Lengths
-that the losses take as parameters (SmoothL1's ``beta``, Wing's ``w`` and ``epsilon``) are in box units too: with
-a 48-pixel box, 0.01 box units is about half a pixel.
+box's edges) and return a scalar: the **sum over the 136 coordinates, averaged over the faces** (the scale of
+Caffe's Euclidean loss, times 2, and of the Wing paper's sum over points). The reduction sets the gradient scale
+plain SGD sees, and it decides whether the original study's SGD at lr 0.01 learns at all. Measured here on the
+prepared data: with the mean over all coordinates (PyTorch's ``nn.MSELoss()`` default), SGD at lr 0.01 stayed at the
+mean shape (validation NME 0.16 inter-ocular after 113 epochs); with this sum, starting from the mean shape
+(:func:`flmlib.models.init_mean_shape`), it trains. Adam-type optimizers are nearly invariant to the scale.
+
+Lengths that the losses take as parameters (SmoothL1's ``beta``, Wing's ``w`` and ``epsilon``) are in box units:
+with a 48-pixel box, 0.01 box units is about half a pixel.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _per_face(values: torch.Tensor) -> torch.Tensor:
+def _reduce(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], -1).sum(1).mean()
 
 
@@ -27,13 +32,13 @@ def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Squared error (the original study's loss): ``mean_faces sum_coords (p - t)^2``."""
     _check(pred, target)
-    return _per_face((pred.reshape(target.shape) - target) ** 2)
+    return _reduce((pred.reshape(target.shape) - target) ** 2)
 
 
 def smooth_l1(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.02) -> torch.Tensor:
     """Huber-style loss: ``0.5 x^2 / beta`` for ``|x| < beta`` (box units), else ``|x| - 0.5 beta``."""
     _check(pred, target)
-    return _per_face(F.smooth_l1_loss(pred.reshape(target.shape), target, reduction="none", beta=beta))
+    return _reduce(F.smooth_l1_loss(pred.reshape(target.shape), target, reduction="none", beta=beta))
 
 
 def wing(pred: torch.Tensor, target: torch.Tensor, w: float = 0.1, epsilon: float = 0.02) -> torch.Tensor:
@@ -48,7 +53,7 @@ def wing(pred: torch.Tensor, target: torch.Tensor, w: float = 0.1, epsilon: floa
         raise ValueError(f"wing loss needs w > 0 and epsilon > 0, got w={w}, epsilon={epsilon}")
     x = (pred.reshape(target.shape) - target).abs()
     c = w - w * math.log1p(w / epsilon)
-    return _per_face(torch.where(x < w, w * torch.log1p(x / epsilon), x - c))
+    return _reduce(torch.where(x < w, w * torch.log1p(x / epsilon), x - c))
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mse": mse, "smooth_l1": smooth_l1, "wing": wing}

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from flmlib.augment import AugmentConfig, augment
-from flmlib.crops import box_units_to_image
+from flmlib.crops import box_units_to_image, crop_to_box_units
 from flmlib.metrics import nme_interocular, rmse_box
 from flmlib.losses import build_loss
-from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model
+from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model, init_mean_shape
 
 #: Data sources, selected by the prefix of ``face_id`` in the prepared files.
 SOURCE_PREFIXES = {"300w": "300w/", "youtube": "youtube-faces/"}
@@ -91,6 +91,7 @@ class TrainConfig:
     loss_params: dict = field(default_factory=dict)
     model: str = "onet"
     model_params: dict = field(default_factory=dict)
+    init_mean_shape: bool = True
     batch_size: int = 64
     use_300w: bool = True
     use_youtube: bool = True
@@ -101,7 +102,7 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self):
-        for name in ("use_300w", "use_youtube", "augment"):
+        for name in ("use_300w", "use_youtube", "augment", "init_mean_shape"):
             object.__setattr__(self, name, as_bool(getattr(self, name), name))
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
@@ -155,8 +156,8 @@ def config_from_params(
             rescaled: a shortened ``faithful`` run never reaches its lr steps.
         wing_w, wing_epsilon, smooth_l1_beta: loss lengths in box units, used by the loss that needs them.
         aug_*: augmentation strengths (:class:`flmlib.augment.AugmentConfig`, 0 = off).
-        shared: the remaining :class:`TrainConfig` fields (model, batch_size, use_300w, use_youtube, augment,
-            seed, device, threads).
+        shared: the remaining :class:`TrainConfig` fields (model, init_mean_shape, batch_size, use_300w,
+            use_youtube, augment, seed, device, threads).
     """
     if config not in configs:
         raise ValueError(f"train config {config!r} is not one of the named configurations {sorted(configs)}")
@@ -437,7 +438,11 @@ def train(
         raise ValueError(f"{train_path} and {val_path} have different crop_size/context_factor")
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model, **config.model_params).to(device)
+    model = build_model(config.model, **config.model_params)
+    if config.init_mean_shape:
+        mean = crop_to_box_units(train_split.points.numpy(), train_split.crop_size, train_split.context_factor).mean(0)
+        init_mean_shape(model, torch.as_tensor(mean, dtype=torch.float32))
+    model = model.to(device)
     out_size = model.input_size
     aug = config.augmentation if config.augment else None
     if aug is not None:

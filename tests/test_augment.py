@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from flmlib.augment import (AugmentConfig, augment, box_matrices, hflip, identity_params, points_to_box_units,
+from flmlib.augment import (AugmentConfig, augment, box_matrices, central_box, hflip, identity_params, points_to_box_units,
                             sample_params, warp)
 from flmlib.bench_train import synthetic_arrays
 from flmlib.crops import crop_to_box_units
@@ -42,6 +42,7 @@ def test_without_augmentation_the_output_is_the_central_box():
     assert images.shape == (8, 3, 48, 48) and units.shape == (8, 68, 2)
     assert torch.allclose(images, crops[:, :, 24:72, 24:72].float(), atol=5e-3)
     assert np.allclose(units.numpy(), crop_to_box_units(points.numpy(), S, CF), atol=1e-5)
+    assert torch.equal(central_box(crops, OUT, CF), images)  # the inference input is the validation input
 
 
 def test_flip_twice_is_identity_for_points_and_pixels():

@@ -11,7 +11,7 @@ TARGET = torch.tensor([[0.5, 0.5], [0.5, 0.4]])
 
 
 def test_mse_hand_computed():
-    # sum over coordinates, mean over faces
+    # sum over coordinates, mean over the 2 faces
     expected = ((0.05**2 + 0.3**2) + (0.1**2 + 0.0)) / 2
     assert mse(PRED, TARGET).item() == pytest.approx(expected, rel=1e-6)
 

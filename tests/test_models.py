@@ -42,3 +42,16 @@ def test_registry():
     assert build_model("onet", dropout=0.3).fc[2].p == 0.3
     with pytest.raises(ValueError, match="unknown model 'resnet'.*onet"):
         build_model("resnet")
+
+
+def test_init_mean_shape_starts_predictions_at_the_mean_shape():
+    from flmlib.models import init_mean_shape
+
+    torch.manual_seed(0)
+    mean = torch.rand(68, 2)
+    model = init_mean_shape(build_model("onet"), mean).eval()
+    pred = model(torch.rand(8, 3, 48, 48) * 255).reshape(8, 68, 2)
+    plain = build_model("onet").eval()(torch.rand(8, 3, 48, 48) * 255).reshape(8, 68, 2)
+    assert (pred - mean).abs().mean() < 0.2 * (plain - mean).abs().mean()
+    with pytest.raises(ValueError, match="68 x 2"):
+        init_mean_shape(build_model("onet"), torch.zeros(10))
