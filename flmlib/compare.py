@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+# Plain text bars: they show in `dvc repro` logs (papermill --log-output) and in JupyterLab alike.
+from tqdm import tqdm
 
 from flmlib.io import read_image
 from flmlib.metrics import NORMALISED_ERRORS, all_errors, region_errors, regions_frame

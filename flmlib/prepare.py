@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+# Plain text bars: they show in `dvc repro` logs (papermill --log-output) and in JupyterLab alike.
+from tqdm import tqdm
 
 from flmlib.crops import apply_affine, crop_context, landmark_box
 from flmlib.dataset import SPLITS
@@ -76,7 +77,7 @@ def detect_all(index: pd.DataFrame, upsample: int, iou_threshold: float, crop_si
     faces = list(zip(index["face_id"], index["image_path"], index["landmarks"]))
     job = partial(_detect_one, upsample=upsample, iou_threshold=iou_threshold, crop_size=crop_size,
                   context_factor=context_factor)
-    bar = dict(total=len(faces), desc="detect + crop", unit="img", smoothing=0.05)
+    bar = dict(total=len(faces), desc="detect + crop", unit="img", smoothing=0.05, mininterval=2.0)
     if workers == 1:
         _init_worker()
         return [job(face) for face in tqdm(faces, **bar)]
