@@ -219,6 +219,14 @@ ERROR_LABELS: dict[str, str] = {
 }
 """Human-readable axis / table labels naming each error's normaliser."""
 
+NORMALISER_LABELS: dict[str, str] = {
+    "box": "sqrt(w·h) of the detection box",
+    "interocular": "inter-ocular distance (points 36-45)",
+    "interpupil": "inter-pupil distance",
+    "gtbox": "sqrt(w·h) of the ground-truth box",
+}
+"""Human-readable names of the :data:`NORMALISERS` keys (e.g. for per-region error axes)."""
+
 
 def all_errors(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray, *, nonfinite: str = "raise") -> dict[str, np.ndarray]:
     """Every error of :data:`NORMALISED_ERRORS` for the same faces: name -> ``(N,)`` float64.

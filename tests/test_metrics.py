@@ -287,3 +287,9 @@ def test_single_method_auc_ci_covers_true_auc():
         lo, hi = M.bootstrap_auc_ci(e, 0.08, 500, seed=rep)
         hits += lo <= _uniform_auc(0.2) <= hi
     assert hits >= 34
+
+
+def test_every_normaliser_has_a_label():
+    from flmlib.metrics import NORMALISER_LABELS, NORMALISERS
+
+    assert set(NORMALISER_LABELS) == set(NORMALISERS)
