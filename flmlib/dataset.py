@@ -80,7 +80,9 @@ def _index_300w(root: Path, skipped: SkippedFiles | None) -> list[dict]:
 def _index_youtube(root: Path, skipped: SkippedFiles | None) -> list[dict]:
     rows = []
     for subset, (folder, csv_name) in YOUTUBE_FOLDERS.items():
-        table = read_keypoints_csv(root / csv_name)
+        table, bad_rows = read_keypoints_csv(root / csv_name, skip_bad_rows=skipped is not None)
+        for message in bad_rows:
+            skipped.add(root / csv_name, message)
         for name, landmarks in zip(table["name"], table["landmarks"]):
             image_path = root / folder / name
             if not image_path.is_file():

@@ -58,13 +58,16 @@ def read_pts(path: str | Path) -> np.ndarray:
     return pts - 1.0  # 300-W is 1-based
 
 
-def read_keypoints_csv(path: str | Path) -> pd.DataFrame:
+def read_keypoints_csv(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Read a YouTube-Faces keypoint CSV: file name, then ``x0, y0, ..., x67, y67`` in 0-based pixels.
 
+    Args:
+        skip_bad_rows: leave out rows with a missing / non-numeric value instead of raising.
     Returns:
-        DataFrame with columns ``name`` (str) and ``landmarks`` ((68, 2) float32 arrays, 0-based pixels).
+        (DataFrame with columns ``name`` (str) and ``landmarks`` ((68, 2) float32 arrays, 0-based pixels),
+        one message per skipped row naming the file, the row and the image name).
     Raises:
-        DataError: wrong column count or a row with a missing / non-numeric value (the row is named).
+        DataError: wrong column count, or (unless ``skip_bad_rows``) a bad row, named with its line number.
     """
     path = Path(path)
     try:
@@ -75,13 +78,14 @@ def read_keypoints_csv(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: has {table.shape[1]} columns, expected {1 + 2 * N_POINTS} (name + 136 coordinates)")
     coords = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
     bad = ~np.isfinite(coords).all(axis=1) | table.iloc[:, 0].isna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: row {row + 2} ({table.iloc[row, 0]!r}) has a missing or non-numeric value"
-            f" ({int(bad.sum())} bad rows in all)"
-        )
-    return pd.DataFrame({"name": table.iloc[:, 0].astype(str).to_numpy(), "landmarks": list(coords.reshape(-1, N_POINTS, 2))})
+    # Line numbers as a text editor shows them: the header is line 1.
+    messages = [f"{path}: row {row + 2} ({table.iloc[row, 0]!r}) has a missing or non-numeric value"
+                for row in np.flatnonzero(bad)]
+    if messages and not skip_bad_rows:
+        raise DataError(messages[0] + f" ({len(messages)} bad rows in all)")
+    keep = ~bad
+    names = table.iloc[:, 0].astype(str).to_numpy()[keep]
+    return pd.DataFrame({"name": names, "landmarks": list(coords[keep].reshape(-1, N_POINTS, 2))}), messages
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -54,7 +54,8 @@ def _csv(path, rows):
 
 def test_keypoint_csv_reads_0_based_pixels(tmp_path):
     coords = list(np.arange(136, dtype=float))
-    table = read_keypoints_csv(_csv(tmp_path / "k.csv", [["A_B_01.jpg", *coords]]))
+    table, skipped = read_keypoints_csv(_csv(tmp_path / "k.csv", [["A_B_01.jpg", *coords]]))
+    assert skipped == []
     assert list(table["name"]) == ["A_B_01.jpg"]
     np.testing.assert_array_equal(table["landmarks"][0], np.arange(136, dtype=np.float32).reshape(68, 2))
 
@@ -66,6 +67,9 @@ def test_keypoint_csv_row_with_missing_value_is_named(tmp_path):
     path = _csv(tmp_path / "k.csv", [["good_01.jpg", *coords], ["broken_02.jpg", *broken]])
     with pytest.raises(DataError, match=r"k\.csv: row 3 \('broken_02\.jpg'\)"):
         read_keypoints_csv(path)
+    table, skipped = read_keypoints_csv(path, skip_bad_rows=True)
+    assert table["name"].tolist() == ["good_01.jpg"]
+    assert len(skipped) == 1 and "row 3 ('broken_02.jpg')" in skipped[0]
 
 
 def test_keypoint_csv_with_wrong_column_count(tmp_path):
