@@ -15,7 +15,7 @@ Every landmarker has ``name``, ``predict(image, boxes)`` and ``predict_batch(ima
 
 O-Net's preprocessing is the training code's evaluation path, step by step: :func:`flmlib.crops.crop_context`
 (``crop_size``, ``context_factor`` from the model file), then the un-augmented resample of the central box to the
-network input (:func:`flmlib.augment.warp` with :func:`flmlib.augment.identity_params`), then the model, which
+network input (:func:`flmlib.augment.central_box`, what training's validation sees), then the model, which
 normalises its pixels itself; its box-unit output goes back to image pixels with
 :func:`flmlib.crops.box_units_to_image`.
 """
@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from flmlib.augment import box_matrices, identity_params, warp
+from flmlib.augment import central_box
 from flmlib.crops import box_to_dlib, box_units_to_image, crop_context
 from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, load_trained
 from flmlib.paths import project_path
@@ -234,8 +234,8 @@ class ONetLandmarker:
     def network_inputs(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Context crops ``(N, S, S, 3) uint8`` -> network inputs ``(N, 3, s, s) float32`` 0..255 on the device.
 
-        This is the training code's evaluation transform (no augmentation): the central box of each crop,
-        resampled to ``input_size`` by :func:`flmlib.augment.warp`.
+        This is the training code's evaluation transform (no augmentation), :func:`flmlib.augment.central_box`: the
+        face box of each crop resampled to ``input_size``.
         """
         crops = torch.as_tensor(crops)
         if crops.ndim != 4 or tuple(crops.shape[1:]) != (self.crop_size, self.crop_size, 3) or crops.dtype != torch.uint8:
@@ -243,9 +243,7 @@ class ONetLandmarker:
                 f"context crops must be (N, {self.crop_size}, {self.crop_size}, 3) uint8 for this model (crop_size"
                 f" {self.crop_size}), got {crops.dtype} {tuple(crops.shape)}"
             )
-        crops = crops.to(self.device).permute(0, 3, 1, 2)
-        matrices = box_matrices(identity_params(len(crops)), self.crop_size, self.context_factor)
-        return warp(crops, matrices, self.input_size)
+        return central_box(crops.to(self.device).permute(0, 3, 1, 2), self.input_size, self.context_factor)
 
     @torch.inference_mode()
     def run_network(self, inputs: torch.Tensor) -> np.ndarray:
