@@ -85,7 +85,8 @@ def test_dlib_on_real_faces_is_accurate(helen):
     pred = np.concatenate([dlib_lm.predict(im, b[None]) for im, b in zip(images, boxes)])
     assert pred.shape == (len(images), 68, 2) and pred.dtype == np.float32
     # A property of a working 68-point model on HOG boxes, not a remembered figure: well under 10 % of the
-    # inter-ocular distance on average (a point-order or 1-pixel-convention bug would blow far past this).
+    # inter-ocular distance on average. This catches a wrong point order, swapped axes or a wrong box, not a
+    # half- or one-pixel convention slip (~0.01 here); those are covered by test_io and test_crops.
     assert nme_interocular(pred, truth).mean() < 0.1
     assert dlib_lm.predict_batch(images[:2], [boxes[:1], boxes[1:2]])[1].shape == (1, 68, 2)
 
@@ -211,6 +212,7 @@ def test_trained_onet_is_accurate_on_real_faces(helen):
     images, boxes, truth = helen
     onet = ONetLandmarker.from_checkpoint(TRAINED, device="cpu")
     pred = np.concatenate(onet.predict_batch(images, [b[None] for b in boxes]))
+    # Same property as for dlib: catches broken preprocessing or unit conversion, not sub-pixel slips.
     assert nme_interocular(pred, truth).mean() < 0.1
 
 
