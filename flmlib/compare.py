@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from flmlib.io import read_image
-from flmlib.metrics import NORMALISED_ERRORS, all_errors, region_errors, regions_frame
+from flmlib.metrics import GROUP_COLUMN, NORMALISED_ERRORS, all_errors, region_errors, regions_frame
 from flmlib.prepare import load_split
 
 
@@ -48,8 +48,10 @@ def predict_test_set(landmarkers: Sequence, split: Mapping[str, np.ndarray], ima
     return out
 
 
-def error_table(test_set: str, split: Mapping[str, np.ndarray], predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Tidy per-face errors: one row per (face, method), columns test_set, method, face_id and every
+def error_table(test_set: str, split: Mapping[str, np.ndarray], predictions: Mapping[str, np.ndarray],
+                persons: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Tidy per-face errors: one row per (face, method), columns test_set, method, face_id, person (when
+    ``persons`` maps face_id -> person; bootstrap intervals then resample persons, not frames) and every
     :data:`flmlib.metrics.NORMALISED_ERRORS` (dimensionless; each column names its normaliser).
 
     A non-finite prediction raises (:mod:`flmlib.metrics` names the faces): it would silently distort every number.
@@ -58,6 +60,8 @@ def error_table(test_set: str, split: Mapping[str, np.ndarray], predictions: Map
     for method, pred in predictions.items():
         errors = all_errors(pred, split["landmarks_image"], split["boxes"])
         frame = pd.DataFrame({"test_set": test_set, "method": method, "face_id": split["face_id"]})
+        if persons is not None:
+            frame[GROUP_COLUMN] = [persons[f] for f in split["face_id"]]
         for name in NORMALISED_ERRORS:
             frame[name] = errors[name]
         frames.append(frame)
@@ -72,14 +76,15 @@ def region_table(test_set: str, split: Mapping[str, np.ndarray], predictions: Ma
 
 
 def detection_rates(faces_csv: str | Path, test_sets: Sequence[str]) -> dict[str, dict]:
-    """Per test set: annotated faces, faces the detector found, and the rate (identical for every method)."""
+    """Per test set: annotated faces, readable ones, faces the detector found, and the rate detected / readable
+    (as in the prepare stage's summary; identical for every method)."""
     faces = pd.read_csv(faces_csv)
     rates = {}
     for test_set in test_sets:
         rows = faces[faces["split"] == test_set]
-        detected = int(rows["detected"].sum())
-        rates[test_set] = dict(faces=int(len(rows)), detected=detected,
-                               detection_rate=round(detected / len(rows), 4) if len(rows) else None)
+        readable, detected = int(rows["readable"].sum()), int(rows["detected"].sum())
+        rates[test_set] = dict(faces=int(len(rows)), readable=readable, detected=detected,
+                               detection_rate=round(detected / readable, 4) if readable else None)
     return rates
 
 

@@ -334,11 +334,13 @@ def paired_bootstrap_auc_diff(
     *,
     level: float = 0.95,
     chunk: int = 256,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, tuple[float, float]]:
     """AUC(a) - AUC(b) on the same faces, with a paired percentile-bootstrap confidence interval.
 
     Faces are resampled jointly (the same indices for both methods), so the face-to-face variation both methods
-    share cancels out of the interval.
+    share cancels out of the interval. With ``groups`` (e.g. the person of each face), whole groups are resampled
+    (cluster bootstrap): near-duplicate video frames of one person are not independent evidence.
 
     Args:
         err_a, err_b: ``(N,)`` errors of two methods on the *same* N faces, in the same order.
@@ -347,6 +349,7 @@ def paired_bootstrap_auc_diff(
         seed: seeds ``numpy.random.default_rng``; the same seed gives the same interval.
         level: confidence level of the interval.
         chunk: resamples drawn per vectorised step (bounds memory to ``chunk * N`` indices).
+        groups: ``(N,)`` cluster label per face, or None to resample single faces.
     Returns:
         ``(diff, (lo, hi))``: the observed difference and the interval's ends.
     """
@@ -358,17 +361,22 @@ def paired_bootstrap_auc_diff(
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     # AUC is a mean of per-face contributions, so a resample's AUC difference is the mean of resampled differences.
     contrib = _auc_contributions(a, threshold) - _auc_contributions(b, threshold)
-    return float(contrib.mean()), _bootstrap_mean_ci(contrib, n_resamples, seed, level, chunk)
+    return float(contrib.mean()), _bootstrap_mean_ci(contrib, n_resamples, seed, level, chunk, groups)
 
 
 def bootstrap_auc_ci(
-    errors: np.ndarray, threshold: float, n_resamples: int = 1000, seed: int = 0, *, level: float = 0.95, chunk: int = 256
+    errors: np.ndarray, threshold: float, n_resamples: int = 1000, seed: int = 0, *, level: float = 0.95,
+    chunk: int = 256, groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap interval ``(lo, hi)`` of one method's AUC@threshold over ``(N,)`` per-face errors."""
+    """Percentile-bootstrap interval ``(lo, hi)`` of one method's AUC@threshold over ``(N,)`` per-face errors.
+
+    ``groups`` as in :func:`paired_bootstrap_auc_diff` (resample whole clusters, e.g. persons).
+    """
     threshold = _check_threshold(threshold)
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    return _bootstrap_mean_ci(_auc_contributions(_check_errors(errors), threshold), n_resamples, seed, level, chunk)
+    return _bootstrap_mean_ci(_auc_contributions(_check_errors(errors), threshold), n_resamples, seed, level, chunk,
+                              groups)
 
 
 def _auc_contributions(errors: np.ndarray, threshold: float) -> np.ndarray:
@@ -376,13 +384,24 @@ def _auc_contributions(errors: np.ndarray, threshold: float) -> np.ndarray:
     return np.clip(threshold - errors, 0.0, None) / threshold
 
 
-def _bootstrap_mean_ci(values: np.ndarray, n_resamples: int, seed: int, level: float, chunk: int) -> tuple[float, float]:
+def _bootstrap_mean_ci(values: np.ndarray, n_resamples: int, seed: int, level: float, chunk: int,
+                       groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` under resampling of faces, or of whole ``groups``."""
+    if groups is None:
+        groups = np.arange(values.size)
+    groups = np.asarray(groups)
+    if groups.shape != values.shape:
+        raise ValueError(f"groups must give one label per face: {groups.shape} vs {values.shape}")
+    _, inverse = np.unique(groups, return_inverse=True)
+    sums, sizes = np.bincount(inverse, weights=values), np.bincount(inverse).astype(np.float64)
+    n_groups = sums.size
     rng = np.random.default_rng(seed)
     stats = np.empty(n_resamples)
     for start in range(0, n_resamples, chunk):
         stop = min(start + chunk, n_resamples)
-        idx = rng.integers(0, values.size, size=(stop - start, values.size))
-        stats[start:stop] = values[idx].mean(axis=1)
+        # How often each group is drawn in a resample of n_groups groups with replacement.
+        draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=stop - start).astype(np.float64)
+        stats[start:stop] = (draws @ sums) / (draws @ sizes)
     alpha = (1.0 - level) / 2
     lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
@@ -424,11 +443,19 @@ def summary_frame(errors: pd.DataFrame, thresholds: Sequence[float] = THRESHOLDS
     return pd.DataFrame(rows)
 
 
+#: Optional column of the per-face frame: the cluster (person) of each face; bootstraps then resample persons.
+GROUP_COLUMN = "person"
+
+
+def _groups_of(frame: pd.DataFrame) -> np.ndarray | None:
+    return frame[GROUP_COLUMN].to_numpy() if GROUP_COLUMN in frame.columns else None
+
+
 def paired_frame(errors: pd.DataFrame, method_a: str, method_b: str, error: str) -> pd.DataFrame:
     """Per-face errors of two methods side by side, per test set, on identical faces.
 
     Returns:
-        DataFrame with columns ``test_set, face_id, a, b``.
+        DataFrame with columns ``test_set, face_id, a, b`` (and :data:`GROUP_COLUMN` when ``errors`` has it).
     Raises:
         ValueError: a test set where the two methods were not run on exactly the same faces.
     """
@@ -445,7 +472,10 @@ def paired_frame(errors: pd.DataFrame, method_a: str, method_b: str, error: str)
                 f"test set {test_set!r}: methods ran on different faces ({len(only_a)} only in {method_a!r}, "
                 f"{len(only_b)} only in {method_b!r}, e.g. {sorted(only_a | only_b)[:3]})"
             )
-        wide.append(pd.DataFrame({"test_set": test_set, "face_id": ga.index, "a": ga.to_numpy(), "b": gb.loc[ga.index].to_numpy()}))
+        frame = pd.DataFrame({"test_set": test_set, "face_id": ga.index, "a": ga.to_numpy(), "b": gb.loc[ga.index].to_numpy()})
+        if GROUP_COLUMN in group.columns:
+            frame[GROUP_COLUMN] = group[group.method == method_a].set_index("face_id")[GROUP_COLUMN].loc[ga.index].to_numpy()
+        wide.append(frame)
     return pd.concat(wide, ignore_index=True)
 
 
@@ -482,9 +512,10 @@ def bootstrap_frame(
         paired = paired_frame(errors, method_a, method_b, col)
         for test_set, group in paired.groupby("test_set", sort=False):
             for t in thresholds:
-                diff, (lo, hi) = paired_bootstrap_auc_diff(group.a.to_numpy(), group.b.to_numpy(), t, n_resamples, seed)
+                diff, (lo, hi) = paired_bootstrap_auc_diff(group.a.to_numpy(), group.b.to_numpy(), t, n_resamples, seed,
+                                                           groups=_groups_of(group))
                 rows.append({"test_set": test_set, "error": col, "threshold": t, "diff": diff, "ci_lo": lo,
-                             "ci_hi": hi, "n_faces": len(group)})
+                             "ci_hi": hi, "n_faces": len(group), "n_groups": _n_groups(group)})
     return pd.DataFrame(rows)
 
 
@@ -506,10 +537,15 @@ def auc_ci_frame(
         for (test_set, method), group in errors.groupby(["test_set", "method"], sort=False):
             e = group[col].to_numpy()
             for t in thresholds:
-                lo, hi = bootstrap_auc_ci(e, t, n_resamples, seed)
+                lo, hi = bootstrap_auc_ci(e, t, n_resamples, seed, groups=_groups_of(group))
                 rows.append({"test_set": test_set, "method": method, "error": col, "threshold": t, "auc": auc(e, t),
                              "ci_lo": lo, "ci_hi": hi, "n_faces": e.size})
     return pd.DataFrame(rows)
+
+
+def _n_groups(frame: pd.DataFrame) -> int:
+    """Independent units a bootstrap resamples: distinct persons when known, else faces."""
+    return int(frame[GROUP_COLUMN].nunique()) if GROUP_COLUMN in frame.columns else int(len(frame))
 
 
 def _json_number(value):
@@ -561,7 +597,8 @@ def metrics_dict(
     if paired is not None:
         label = f"{paired[0]}-minus-{paired[1]}"
         for row in bootstrap_frame(errors, *paired, thresholds, n_resamples, seed, error_names=cols).to_dict("records"):
-            entry = out[row["test_set"]].setdefault(label, {"n_faces": int(row["n_faces"]), "n_resamples": int(n_resamples)})
+            entry = out[row["test_set"]].setdefault(label, {"n_faces": int(row["n_faces"]), "n_resamples": int(n_resamples),
+                                                            "n_resampled_groups": int(row["n_groups"])})
             key = f"{row['error']}/auc@{threshold_key(row['threshold'])}"
             entry[f"{key}/diff"] = _json_number(row["diff"])
             entry[f"{key}/ci95_lo"] = _json_number(row["ci_lo"])

@@ -145,7 +145,9 @@ CAVEATS = (
     "dlib's shape predictor was trained on 300-W with mirrored images added; whether the HELEN test images were in "
     "its training set is not documented, so its test_300w numbers may be optimistic.",
     "The YouTube-Faces keypoints are most likely machine-generated and their jaw line follows a different convention "
-    "from 300-W's: test_youtube is a second, differently-labelled domain, not 300-W ground truth.",
+    "from 300-W's: test_youtube is a second, differently-labelled domain, not 300-W ground truth. O-Net was trained on "
+    "that labelling style (YouTube training people) and dlib was not, so part of any O-Net advantage there can be the "
+    "label convention rather than accuracy; the per-region errors separate the jaw from the inner face.",
     "test_300w = the 300-W re-annotation of the HELEN test subset (230 faces); test_youtube = YouTube-Faces frames of "
     "held-out people (re-split by person: the original frame split puts every test person in training).",
     "Faces the HOG detector missed are excluded for every method alike; the detection rate is reported per test set.",
@@ -175,7 +177,8 @@ def results_markdown(
     header = ["Test set", "Method", "Faces", *[f"AUC@{k}" for k in keys], *[f"Failure@{k}" for k in keys], "Mean", "Median"]
     lines = [
         f"Error: **{label}** (`{error}`). AUC = area under the CED up to the threshold, divided by it (higher is "
-        "better); failure = share of faces above the threshold. Brackets: bootstrap 95% intervals.",
+        "better); failure = share of faces above the threshold. Brackets: bootstrap 95% intervals (resampling "
+        "persons, so the many frames of one YouTube person count as one unit).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
@@ -213,7 +216,10 @@ def results_markdown(
                 lo, hi = values[f"{error}/auc@{k}/ci95_lo"], values[f"{error}/auc@{k}/ci95_hi"]
                 lines.append(
                     f"- {test_set}: AUC@{k} ({error}) of {a} minus {b} = {d:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}] "
-                    f"(paired bootstrap over {values.get('n_faces')} faces, {values.get('n_resamples')} resamples)"
+                    f"(paired bootstrap over {values.get('n_faces')} faces"
+                    + (f" resampled as {values['n_resampled_groups']} persons/photos"
+                       if values.get("n_resampled_groups") not in (None, values.get("n_faces")) else "")
+                    + f", {values.get('n_resamples')} resamples)"
                 )
     if notes:
         lines.append("")

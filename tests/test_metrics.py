@@ -293,3 +293,38 @@ def test_every_normaliser_has_a_label():
     from flmlib.metrics import NORMALISER_LABELS, NORMALISERS
 
     assert set(NORMALISER_LABELS) == set(NORMALISERS)
+
+
+def test_cluster_bootstrap_counts_persons_not_duplicate_frames():
+    """Ten identical frames per person carry the evidence of one face: the person-level interval is the same as
+    for the de-duplicated set, while a face-level bootstrap would be about sqrt(10) times too narrow."""
+    rng = np.random.default_rng(5)
+    a, b = rng.uniform(0, 0.1, 50), rng.uniform(0, 0.1, 50)
+    base = M.paired_bootstrap_auc_diff(a, b, 0.08, n_resamples=500, seed=3)
+    dup_a, dup_b, persons = np.repeat(a, 10), np.repeat(b, 10), np.repeat(np.arange(50), 10)
+    clustered = M.paired_bootstrap_auc_diff(dup_a, dup_b, 0.08, n_resamples=500, seed=3, groups=persons)
+    naive = M.paired_bootstrap_auc_diff(dup_a, dup_b, 0.08, n_resamples=500, seed=3)
+    assert clustered[0] == pytest.approx(base[0])
+    assert clustered[1] == pytest.approx(base[1])
+    width = lambda r: r[1][1] - r[1][0]  # noqa: E731
+    assert width(naive) < 0.5 * width(clustered)
+
+
+def test_singleton_groups_equal_face_bootstrap():
+    rng = np.random.default_rng(6)
+    e = rng.uniform(0, 0.1, 40)
+    assert M.bootstrap_auc_ci(e, 0.08, 300, 1) == M.bootstrap_auc_ci(e, 0.08, 300, 1, groups=np.arange(40))
+    with pytest.raises(ValueError, match="one label per face"):
+        M.bootstrap_auc_ci(e, 0.08, 300, 1, groups=np.arange(39))
+
+
+def test_metrics_dict_resamples_persons_when_the_frame_has_them():
+    rng = np.random.default_rng(7)
+    n = 60
+    frame = pd.concat([pd.DataFrame({"test_set": "t", "method": m, "face_id": [f"f{i}" for i in range(n)],
+                                     "person": [f"p{i // 6}" for i in range(n)], "rmse_box": rng.uniform(0, 0.1, n)})
+                       for m in ("onet", "dlib")], ignore_index=True)
+    out = M.metrics_dict(frame, paired=("onet", "dlib"), n_resamples=100, seed=0)
+    assert out["t"]["onet-minus-dlib"]["n_resampled_groups"] == 10
+    assert M.metrics_dict(frame.drop(columns="person"), paired=("onet", "dlib"), n_resamples=100)["t"][
+        "onet-minus-dlib"]["n_resampled_groups"] == n

@@ -1,0 +1,66 @@
+"""dvc.yaml stays in step with the notebooks: every parameter is passed, every flmlib module used is a dependency."""
+import ast
+import re
+
+import nbformat
+import pytest
+import yaml
+
+from flmlib.paths import PROJECT_ROOT
+
+STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _flmlib_imports(source: str) -> set[str]:
+    """Top-level flmlib modules imported by a piece of Python source (``flmlib.x`` -> ``x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("flmlib"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("flmlib."))
+    return {m for m in found if (PROJECT_ROOT / "flmlib" / f"{m}.py").is_file()}
+
+
+def _closure(modules: set[str]) -> set[str]:
+    todo, seen = list(modules), set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo.extend(_flmlib_imports((PROJECT_ROOT / "flmlib" / f"{module}.py").read_text()) - seen)
+    return seen
+
+
+def _notebook(stage: dict) -> nbformat.NotebookNode:
+    path = next(d for d in stage["deps"] if str(d).startswith("notebooks/"))
+    return nbformat.read(PROJECT_ROOT / path, as_version=4)
+
+
+def _code(nb) -> str:
+    # IPython magics and shell lines are not Python; drop them before parsing.
+    return "\n".join(ln for c in nb.cells if c.cell_type == "code" for ln in c.source.splitlines()
+                     if not ln.lstrip().startswith(("%", "!")))
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_depends_on_every_flmlib_module_its_notebook_uses(name):
+    stage = STAGES[name]
+    used = _closure(_flmlib_imports(_code(_notebook(stage))))
+    missing = sorted(f"flmlib/{m}.py" for m in used if f"flmlib/{m}.py" not in stage["deps"] and m != "paths")
+    assert not missing, f"stage {name}: add to deps {missing}"
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_passes_every_notebook_parameter(name):
+    stage = STAGES[name]
+    params_cell = next(c for c in _notebook(stage).cells if "parameters" in c.metadata.get("tags", []))
+    names = {t.id for node in ast.parse(params_cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    cmd = stage["cmd"]
+    passed = set(re.findall(r"-p (\w+) ", cmd)) | set(re.findall(r"[{,]\s*(\w+):", cmd))
+    assert not names - passed, f"stage {name}: notebook parameters not passed by dvc.yaml: {sorted(names - passed)}"
