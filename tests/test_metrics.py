@@ -182,9 +182,9 @@ def test_bootstrap_is_deterministic_with_seed_and_paired():
     assert first == M.paired_bootstrap_auc_diff(a, b, 0.08, 400, seed=3)
     assert first != M.paired_bootstrap_auc_diff(a, b, 0.08, 400, seed=4)
     assert first[0] == pytest.approx(M.auc(a, 0.08) - M.auc(b, 0.08))
-    # chunking does not change the draws' statistics' determinism
-    assert M.paired_bootstrap_auc_diff(a, b, 0.08, 400, seed=3, chunk=400) == M.paired_bootstrap_auc_diff(
-        a, b, 0.08, 400, seed=3, chunk=400)
+    # chunking bounds memory only: one chunk or many, the interval is a proper bootstrap around the same value
+    whole = M.paired_bootstrap_auc_diff(a, b, 0.08, 400, seed=3, chunk=400)
+    assert whole[0] == first[0] and whole[1][0] <= first[0] <= whole[1][1]
     # pairing removes the shared face variation: the interval is narrower than with independent faces
     _, (lo_p, hi_p) = first
     _, (lo_i, hi_i) = M.paired_bootstrap_auc_diff(a, 0.4 * v, 0.08, 400, seed=3)
