@@ -285,7 +285,8 @@ def fingerprint(config: TrainConfig, paths: list[Path]) -> str:
     cfg.pop("device"), cfg.pop("threads")
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     here = Path(__file__).resolve().parent
-    for p in [*paths, *(here / m for m in ("train.py", "augment.py", "models.py", "losses.py", "landmarks68.py"))]:
+    code = ("train.py", "augment.py", "models.py", "losses.py", "landmarks68.py", "crops.py", "metrics.py")
+    for p in [*paths, *(here / m for m in code)]:
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
