@@ -50,7 +50,11 @@ class ONet(nn.Module):
         if x.shape[-3:] != (3, self.input_size, self.input_size):
             raise ValueError(f"ONet expects (B, 3, {self.input_size}, {self.input_size}) input, got {tuple(x.shape)}")
         x = ((x - PIXEL_MEAN) / PIXEL_SCALE).contiguous(memory_format=torch.channels_last)
-        return self.head(self.fc(self.features(x)))
+        features = self.features(x)
+        # Under bf16 autocast only the convolutions run in bf16: bf16 keeps 8 bits of mantissa, about 0.004 box
+        # units near 0.5, too coarse for the regressed coordinates, while the fc and head cost next to nothing.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.head(self.fc(features.float()))
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"onet": ONet}

@@ -36,6 +36,7 @@ from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model, init_mean_shape
 SOURCE_PREFIXES = {"300w": "300w/", "youtube": "youtube-faces/"}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "onecycle", "cosine")
+PRECISIONS = ("fp32", "bf16")
 CHECKPOINT_NAME = "last.pt"
 
 
@@ -92,6 +93,7 @@ class TrainConfig:
     model: str = "onet"
     model_params: dict = field(default_factory=dict)
     init_mean_shape: bool = True
+    precision: str = "fp32"
     batch_size: int = 64
     use_300w: bool = True
     use_youtube: bool = True
@@ -110,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"batch_size={self.batch_size!r} must be a positive integer")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; choose one of {PRECISIONS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
         if not (self.lr > 0):
@@ -499,7 +503,9 @@ def train(
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
             images, targets = augment(crops[idx], points[idx], aug, aug_gen, out_size, train_split.context_factor)
-            loss = loss_fn(model(images), targets.reshape(len(idx), -1))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                pred = model(images)
+            loss = loss_fn(pred.float(), targets.reshape(len(idx), -1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

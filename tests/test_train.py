@@ -125,3 +125,11 @@ def test_config_validation_and_papermill_strings():
         T.parse_lr_steps("200-0.005")
     with pytest.raises(ValueError, match="true or false"):
         tiny(augment="yes")
+
+
+def test_bf16_autocast_trains_and_keeps_fp32_weights(splits, tmp_path):
+    result = run(tiny(epochs=1, precision="bf16"), splits, tmp_path)
+    assert np.isfinite(result.final["val/nme_interocular"])
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        tiny(precision="fp16")
