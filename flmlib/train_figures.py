@@ -55,8 +55,10 @@ def augmented_samples_figure(crops: torch.Tensor, points: torch.Tensor, config: 
             ax.imshow(images[k].permute(1, 2, 0).clamp(0, 255).byte().numpy())
             px = units[k].numpy() * out_size - 0.5  # box units -> input pixel centres
             ax.scatter(px[:, 0], px[:, 1], s=4, c=colours, linewidths=0)
-            if row == 0:
-                ax.set_title(f"{np.degrees(float(params['angle'][k])):+.0f}°{' flip' if params['flip'][k] else ''}", fontsize=7)
+            # Points may fall outside the box (often the chin); keep the axes on the image so they do not grow.
+            ax.set_xlim(-0.5, out_size - 0.5), ax.set_ylim(out_size - 0.5, -0.5)
+            ax.set_title(f"{np.degrees(float(params['angle'][k])):+.0f}°, x{float(params['scale'][k]):.2f}"
+                         f"{', flip' if params['flip'][k] else ''}", fontsize=6)
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("Augmented training inputs (sampled inside the context crop: no padding)", fontsize=9)
