@@ -414,14 +414,17 @@ def stage_names(root: Path) -> list[str]:
 
 
 def stage_timings(timings_dir: Path, stages: list[str]) -> dict:
-    """Wall time of each stage from ``<timings_dir>/<stage>.json`` (``{"seconds": ...}``); absent ones are None."""
+    """Wall time of each stage from ``<timings_dir>/<stage>.json`` (``{"seconds": ...}`` or, for train,
+    ``{"session_seconds": ...}``); absent ones are None."""
     out, total, complete = {}, 0.0, True
     for stage in stages:
         path = timings_dir / f"{stage}.json"
         seconds = None
         if path.is_file():
             try:
-                seconds = float(json.loads(path.read_text())["seconds"])
+                record = json.loads(path.read_text())
+                # The train stage records its whole notebook session as session_seconds.
+                seconds = float(record["seconds"] if "seconds" in record else record["session_seconds"])
             except (ValueError, KeyError, TypeError):
                 seconds = None
         out[stage] = seconds
