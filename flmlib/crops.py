@@ -89,25 +89,45 @@ def crop_context(image: np.ndarray, box: np.ndarray, size: int, context_factor: 
     Args:
         image: ``(H, W, 3) uint8`` RGB.
         box: ``(4,)`` box edges in image pixels.
+        size: side of the square crop, pixels.
+        context_factor: the crop covers this many times the box's width and height, centred on the box.
     Returns:
         crop ``(size, size, 3) uint8`` and the ``(2, 3)`` image->crop matrix. Where the context reaches past the
-        image border, edge pixels are replicated (no black fill). Strong downscales are area-averaged first so
-        that small crops of large faces do not alias.
+        image border, edge pixels are replicated (no black fill).
+
+    Only the part of the image the crop covers is touched, so the cost does not grow with the photo's size. A
+    downscale stronger than 2x is split in two: a k x k box average (``cv2.INTER_AREA`` at a whole-number factor
+    ``k``, on a grid aligned to image pixels ``0, k, 2k, ...``), which removes the detail that would alias, then
+    the bilinear warp, whose remaining scale is in ``[0.5, 1)``.
     """
     matrix = context_matrix(box, size, context_factor)
-    scale = min(matrix[0, 0], matrix[1, 1])
-    source, to_source = image, np.eye(3)
-    if scale < 0.5:
-        # Pre-shrink with area averaging; warpAffine's bilinear filter alone would alias at this ratio.
-        factor = 2.0 * scale
-        h, w = image.shape[:2]
-        sw, sh = max(1, int(round(w * factor))), max(1, int(round(h * factor)))
-        source = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-        fx, fy = sw / w, sh / h
-        to_source = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])
+    h, w = image.shape[:2]
+    k = shrink_factor(min(matrix[0, 0], matrix[1, 1]), max_factor=min(h, w))
+    # The image region the crop samples, plus 2 shrunk pixels for the bilinear footprint, snapped to the k-grid and
+    # kept inside the image (BORDER_REPLICATE then fills the rest from the image's edge pixels).
+    corners = apply_affine([[-0.5, -0.5], [size - 0.5, size - 0.5]], invert_affine(matrix))
+    grid_w, grid_h = w // k * k, h // k * k
+    x0 = int(np.clip(np.floor(corners[:, 0].min() / k) * k - 2 * k, 0, grid_w - k))
+    y0 = int(np.clip(np.floor(corners[:, 1].min() / k) * k - 2 * k, 0, grid_h - k))
+    x1 = int(np.clip(np.ceil(corners[:, 0].max() / k) * k + 2 * k, x0 + k, grid_w))
+    y1 = int(np.clip(np.ceil(corners[:, 1].max() / k) * k + 2 * k, y0 + k, grid_h))
+    source = image[y0:y1, x0:x1]
+    if k > 1:
+        source = cv2.resize(source, ((x1 - x0) // k, (y1 - y0) // k), interpolation=cv2.INTER_AREA)
+    # Image pixel x -> source pixel (x - x0 + 1/2) / k - 1/2 (pixel centres; a source pixel averages k image pixels).
+    to_source = np.array([[1 / k, 0, (0.5 - x0) / k - 0.5], [0, 1 / k, (0.5 - y0) / k - 0.5], [0, 0, 1.0]])
     warp = np.vstack([matrix, [0, 0, 1]]) @ np.linalg.inv(to_source)
     crop = cv2.warpAffine(source, warp[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return crop, matrix
+
+
+def shrink_factor(scale: float, max_factor: int) -> int:
+    """Whole-number pre-shrink ``k >= 1`` for a resample by ``scale`` (output px per input px): the smallest ``k``
+    with ``scale * k >= 0.5``, so bilinear sampling afterwards never skips source pixels; capped at ``max_factor``."""
+    if scale >= 0.5:
+        return 1
+    # The small tolerance keeps exact ratios such as 0.25 at k = 2 despite float rounding.
+    return int(max(1, min(max_factor, np.ceil(0.5 / scale - 1e-9))))
 
 
 def crop_to_box_units(points: np.ndarray, size: int, context_factor: float) -> np.ndarray:

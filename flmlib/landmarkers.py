@@ -278,7 +278,14 @@ class ONetLandmarker:
             raise ValueError(f"{len(crops)} crops but {len(boxes)} boxes")
         if len(boxes) == 0:
             return np.zeros((0, N_POINTS, 2), np.float32)
-        units = self.run_network(self.network_inputs(crops))
+        return self.points_from_inputs(self.network_inputs(crops), boxes)
+
+    def points_from_inputs(self, inputs: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
+        """Network inputs ``(N, 3, s, s)`` of ``(N, 4)`` boxes -> ``(N, 68, 2) float32`` image pixels.
+
+        Raises ``ValueError`` naming the first face whose network output is not finite.
+        """
+        units = self.run_network(inputs)
         bad = ~np.isfinite(units).all(axis=(1, 2))
         if bad.any():
             faces = np.flatnonzero(bad)
@@ -297,6 +304,35 @@ class ONetLandmarker:
             crops[i] = crop_context(image, box, self.crop_size, self.context_factor)[0]
         return crops
 
+    @property
+    def cuts_inputs_directly(self) -> bool:
+        """Whether the network input can be cut straight from the image (:meth:`input_crops`).
+
+        True when the face box spans exactly ``input_size`` pixels of the context crop, starting on a whole pixel
+        (the study's 96 px crop at context factor 2 with a 48 px input): training's un-augmented input is then the
+        central part of the context crop, copied without resampling.
+        """
+        inner = self.crop_size / self.context_factor
+        return inner == self.input_size and (self.crop_size - self.input_size) % 2 == 0
+
+    def input_crops(self, image: np.ndarray, boxes) -> np.ndarray:
+        """``(K, s, s, 3) uint8`` network inputs cut straight from ``image``: each face box resampled to
+        ``input_size`` pixels (:func:`flmlib.crops.crop_context` at context factor 1).
+
+        Needs :attr:`cuts_inputs_directly`. The pixels are sampled at the same image positions, with the same
+        pre-shrink, as the central part of the context crop that training's evaluation path uses; they agree with
+        it to within one grey level (OpenCV's fixed-point interpolation rounds the two crops' positions
+        independently), while a quarter of the pixels is cut.
+        """
+        if not self.cuts_inputs_directly:
+            raise ValueError(f"crop_size {self.crop_size} / context_factor {self.context_factor} does not put the"
+                             f" face box on {self.input_size} whole pixels; use context_crops + network_inputs")
+        image, boxes = check_image(image), check_boxes(boxes)
+        crops = np.empty((len(boxes), self.input_size, self.input_size, 3), np.uint8)
+        for i, box in enumerate(boxes):
+            crops[i] = crop_context(image, box, self.input_size, 1.0)[0]
+        return crops
+
     def predict(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
         return self.predict_batch([image], [boxes])[0]
@@ -309,12 +345,18 @@ class ONetLandmarker:
         if len(images) != len(boxes_list):
             raise ValueError(f"{len(images)} images but {len(boxes_list)} box arrays")
         boxes_list = [check_boxes(b, f"boxes of image {i}") for i, b in enumerate(boxes_list)]
-        crops = [self.context_crops(check_image(im, f"image {i}"), b) for i, (im, b) in enumerate(zip(images, boxes_list))]
+        images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
         counts = [len(b) for b in boxes_list]
         if sum(counts) == 0:
             return [np.zeros((0, N_POINTS, 2), np.float32) for _ in counts]
-        points = self.predict_context_crops(np.concatenate(crops), np.concatenate(boxes_list))
-        return np.split(points, np.cumsum(counts)[:-1])
+        boxes = np.concatenate(boxes_list)
+        if self.cuts_inputs_directly:
+            crops = np.concatenate([self.input_crops(im, b) for im, b in zip(images, boxes_list)])
+            # NHWC uint8 -> NCHW float viewed channels-last, the layout the network runs in.
+            inputs = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+        else:
+            inputs = self.network_inputs(np.concatenate([self.context_crops(im, b) for im, b in zip(images, boxes_list)]))
+        return np.split(self.points_from_inputs(inputs, boxes), np.cumsum(counts)[:-1])
 
 
 # ---------------------------------------------------------------------------------------------------- registry

@@ -74,3 +74,33 @@ def test_dlib_rectangle_round_trip():
     box = box_from_dlib(rect)
     assert box[2] - box[0] == rect.width()
     assert box_to_dlib(box) == rect
+
+
+def test_crop_depends_only_on_the_region_around_the_box():
+    """The crop reads only the context region, so the rest of a large photo cannot change it (or slow it down)."""
+    rng = np.random.default_rng(2)
+    face = rng.integers(0, 256, size=(400, 400, 3), dtype=np.uint8)
+    box = np.array([100.3, 110.8, 290.1, 300.6])  # 190 px: area pre-shrink by k = 4 into a 96 px crop
+    large = rng.integers(0, 256, size=(2000, 3000, 3), dtype=np.uint8)
+    large[:400, :400] = face
+    large[:400, 400:] = 0  # content right next to the context region, which ends near x = 385
+    crop, matrix = crop_context(face, box, 96, 2.0)
+    crop_large, matrix_large = crop_context(large, box, 96, 2.0)
+    np.testing.assert_array_equal(matrix, matrix_large)
+    inside = crop[:, :90]  # the columns whose bilinear footprint stays left of x = 400 in both images
+    np.testing.assert_array_equal(crop_large[:, :90], inside)
+
+
+def test_strong_downscale_is_anti_aliased():
+    """Single-pixel stripes shrunk 6x average to flat grey; bilinear sampling alone would return stripes."""
+    image = np.zeros((1200, 1200, 3), np.uint8)
+    image[:, ::2] = 255
+    crop, _ = crop_context(image, np.array([300.0, 300.0, 876.0, 876.0]), 96, 2.0)  # 1152 px context -> 96 px
+    assert abs(float(crop.mean()) - 127.5) < 3
+    assert crop.std() < 3
+
+
+def test_box_far_outside_a_tiny_image_replicates_its_edge():
+    image = np.full((3, 5, 3), 90, np.uint8)
+    crop, _ = crop_context(image, np.array([500.0, 600.0, 900.0, 1000.0]), 96, 2.0)
+    assert crop.shape == (96, 96, 3) and (crop == 90).all()

@@ -149,7 +149,32 @@ def test_predict_context_crops_matches_predict(helen, checkpoint):
     crops = np.concatenate([onet.context_crops(im, b[None]) for im, b in zip(images, boxes)])
     from_crops = onet.predict_context_crops(crops, boxes)
     from_images = np.concatenate(onet.predict_batch(images, [b[None] for b in boxes]))
-    np.testing.assert_allclose(from_crops, from_images, atol=1e-4)
+    # From an image the input is cut directly (pixels within one grey level of the context crop's centre), which
+    # moves points by thousandths of a pixel.
+    np.testing.assert_allclose(from_crops, from_images, atol=0.05)
+
+
+def test_direct_input_crop_is_the_centre_of_the_context_crop(helen, checkpoint):
+    images, boxes, _ = helen
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    assert onet.cuts_inputs_directly
+    for image, box in zip(images, boxes):
+        direct = onet.input_crops(image, box[None])[0].astype(int)
+        centre = onet.context_crops(image, box[None])[0, 24:72, 24:72].astype(int)
+        assert direct.shape == (48, 48, 3)
+        assert np.abs(direct - centre).max() <= 1
+        assert (direct != centre).mean() < 0.05
+
+
+def test_other_crop_geometry_falls_back_to_the_context_crop(helen, checkpoint):
+    images, boxes, _ = helen
+    model, config = build_model("onet").eval(), torch.load(checkpoint, weights_only=True)["config"]
+    onet = ONetLandmarker(model, {**config, "crop_size": 120, "context_factor": 2.0})  # box on 60 px, input 48
+    assert not onet.cuts_inputs_directly
+    with pytest.raises(ValueError, match="whole pixels"):
+        onet.input_crops(images[0], boxes[:1])
+    crops = onet.context_crops(images[0], boxes[:1])
+    np.testing.assert_allclose(onet.predict(images[0], boxes[:1]), onet.predict_context_crops(crops, boxes[:1]))
 
 
 def test_bf16_precision_stays_close_to_fp32(helen, checkpoint):
