@@ -246,24 +246,67 @@ def bench_onet(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: 
     return out
 
 
+def whole_image_context_crop(image: np.ndarray, box: np.ndarray, size: int, context_factor: float) -> np.ndarray:
+    """The baseline context crop: area-shrink the WHOLE image by ``2 * scale`` (a non-integer factor), then warp.
+
+    This was :func:`flmlib.crops.crop_context` before it read only the context region; the benchmark keeps it to
+    measure the old and the new crop in the same run. Same geometry, slightly different anti-aliasing filter.
+    """
+    import cv2
+
+    from flmlib.crops import context_matrix
+
+    matrix = context_matrix(box, size, context_factor)
+    scale = min(matrix[0, 0], matrix[1, 1])
+    source, to_source = image, np.eye(3)
+    if scale < 0.5:
+        h, w = image.shape[:2]
+        sw, sh = max(1, int(round(w * 2 * scale))), max(1, int(round(h * 2 * scale)))
+        source = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        fx, fy = sw / w, sh / h
+        to_source = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])
+    warp = np.vstack([matrix, [0, 0, 1]]) @ np.linalg.inv(to_source)
+    return cv2.warpAffine(source, warp[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def breakdown(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: int, batch: int = 256) -> dict:
-    """Where a batch's time goes, ms per face: context crops (cv2), warp to the network input, network, and the
-    conversion to image pixels."""
-    from flmlib.crops import box_units_to_image
+    """Where a batch's time goes, ms per face.
+
+    The landmarker's own steps (cutting the 48 px input from the image, or the context crop and its warp when the
+    model's geometry does not allow the direct cut; the network; the conversion to image pixels), plus, for the
+    before/after comparison, the 96 px context crop cut by :func:`flmlib.crops.crop_context` and by the baseline
+    :func:`whole_image_context_crop`.
+    """
+    from flmlib.crops import box_units_to_image, crop_context
 
     idx = tile(len(boxes), batch)
     batch_images, batch_boxes = [images[i] for i in idx], boxes[idx]
     landmarker.batch_size = batch
+    size, factor = landmarker.crop_size, landmarker.context_factor
     crops = np.concatenate([landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)])
-    inputs = landmarker.network_inputs(crops)
+    parts: dict[str, Callable] = {}
+    if landmarker.cuts_inputs_directly:
+        direct = np.concatenate([landmarker.input_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)])
+        inputs = torch.from_numpy(direct).permute(0, 3, 1, 2).float()
+        parts["input_crop_from_image"] = lambda: [landmarker.input_crops(im, b[None])
+                                                  for im, b in zip(batch_images, batch_boxes)]
+        parts["to_tensor"] = lambda: torch.from_numpy(direct).permute(0, 3, 1, 2).float()
+    else:
+        inputs = landmarker.network_inputs(crops)
+        parts["context_crop"] = lambda: [landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)]
+        parts["warp_to_input"] = lambda: landmarker.network_inputs(crops)
     units = landmarker.run_network(inputs)
-    parts = {
-        "context_crop": lambda: [landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)],
-        "warp_to_input": lambda: landmarker.network_inputs(crops),
-        "network": lambda: landmarker.run_network(inputs),
-        "to_image_pixels": lambda: box_units_to_image(units, batch_boxes),
+    parts["network"] = lambda: landmarker.run_network(inputs)
+    parts["to_image_pixels"] = lambda: box_units_to_image(units, batch_boxes)
+    steps = {name: round(median_seconds(fn, repeats, warmup) / batch * 1e3, 4) for name, fn in parts.items()}
+    crop_versions = {
+        "whole_image_preshrink_baseline": lambda: [whole_image_context_crop(im, b, size, factor)
+                                                   for im, b in zip(batch_images, batch_boxes)],
+        "context_region_only": lambda: [crop_context(im, b, size, factor) for im, b in zip(batch_images, batch_boxes)],
     }
-    return {name: round(median_seconds(fn, repeats, warmup) / batch * 1e3, 4) for name, fn in parts.items()}
+    crop_ms = {name: round(median_seconds(fn, repeats, warmup) / batch * 1e3, 4) for name, fn in crop_versions.items()}
+    crop_ms["speedup"] = round(crop_ms["whole_image_preshrink_baseline"] / crop_ms["context_region_only"], 2)
+    return {"steps": steps, "context_crop_96px": crop_ms}
 
 
 def profile_network(landmarker: ONetLandmarker, images, boxes, batch: int = 256, rows: int = 12) -> list[dict]:
@@ -500,6 +543,7 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
         raise BenchError(f"{checkpoint} not found: train the model first (`dvc repro train`), or pass"
                          " --allow-untrained to time an untrained O-Net of the same architecture")
     result["onet_weights"] = weights
+    result["onet_config"] = {k: config[k] for k in ("input_size", "crop_size", "context_factor")}
 
     onet: dict = {}
     built: dict[str, tuple[ONetLandmarker, int | None]] = {}
@@ -632,8 +676,12 @@ def markdown(result: dict) -> str:
                   f" {inter['ratio']:.2f}x (median of {inter['rounds']} rounds)."]
     parts = result.get("where_time_goes", {}).get("ms_per_face")
     if parts:
+        crop = parts["context_crop_96px"]
         lines += ["", "O-Net landmarker at batch 256 (torch-channels-last), ms per face: "
-                  + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in parts.items()) + "."]
+                  + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in parts["steps"].items()) + ".",
+                  f"The {result['onet_config']['crop_size']} px context crop (prepare stage): whole-image pre-shrink"
+                  f" (baseline) {crop['whole_image_preshrink_baseline']:.3f} ms, context region only"
+                  f" {crop['context_region_only']:.3f} ms per face ({crop['speedup']:.1f}x)."]
     det = result["detection_included"]
     lines += ["", f"Detection included (HOG, upsample {det['upsample']}: {_fmt(det['hog_ms_per_image'])} ms per image;"
               f" {det['faces_found']} faces in {det['images']} test images):", "",

@@ -212,8 +212,9 @@ class Split:
 REQUIRED_KEYS = ("crops", "landmarks", "landmarks_image", "boxes", "face_id", "crop_size", "context_factor")
 
 
-def load_split(path: str | Path, sources: list[str]) -> Split:
-    """Load a prepared ``.npz`` split and keep the faces of the given sources (``300w``, ``youtube``).
+def load_training_split(path: str | Path, sources: list[str]) -> Split:
+    """Load a prepared ``.npz`` split as training tensors, keeping the faces of the given sources (``300w``,
+    ``youtube``). (:func:`flmlib.prepare.load_split` reads every array of a split as numpy, for evaluation.)
 
     Raises:
         FileNotFoundError / ValueError: missing file, missing key, inconsistent shapes, or no face left; the
@@ -438,7 +439,7 @@ def train(
     device = resolve_device(config.device)
     train_path, val_path, checkpoint_dir = Path(train_path), Path(val_path), Path(checkpoint_dir)
     sources = config.sources()
-    train_split, val_split = load_split(train_path, sources), load_split(val_path, sources)
+    train_split, val_split = load_training_split(train_path, sources), load_training_split(val_path, sources)
     if (train_split.crop_size, train_split.context_factor) != (val_split.crop_size, val_split.context_factor):
         raise ValueError(f"{train_path} and {val_path} have different crop_size/context_factor")
 

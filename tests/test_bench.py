@@ -61,7 +61,10 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
         assert 0 <= agree["mean_px"] <= agree["max_px"] < 2  # every backend computes the same points (bf16: ~0.1 px)
     assert result["onet"]["torch-channels-last"]["agreement_with_reference"]["max_px"] == 0
     parts = result["where_time_goes"]["ms_per_face"]
-    assert set(parts) == {"context_crop", "warp_to_input", "network", "to_image_pixels"} and min(parts.values()) > 0
+    steps, crop = parts["steps"], parts["context_crop_96px"]
+    assert set(steps) == {"input_crop_from_image", "to_tensor", "network", "to_image_pixels"} and min(steps.values()) > 0
+    assert crop["speedup"] == pytest.approx(crop["whole_image_preshrink_baseline"] / crop["context_region_only"], rel=0.02)
+    assert "whole-image pre-shrink (baseline)" in result["markdown"]
     assert "skipped" in result["onet"]["torch-compile"]
     assert result["dlib"]["detection_excluded"]["faces_per_s"] > 0
     ratio = result["ratio_onet_to_dlib"]
@@ -86,6 +89,19 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     assert "| O-Net | onnxruntime | 256 |" in result["markdown"]
     assert out.with_suffix(".md").read_text().strip() == result["markdown"].strip()
     assert "target 10x" in capsys.readouterr().out
+
+
+def test_baseline_crop_has_the_same_geometry_as_crop_context():
+    """The benchmark's before/after crop comparison is fair only if both cut the same region."""
+    from flmlib.crops import crop_context
+
+    y, x = np.mgrid[0:600, 0:800]
+    image = np.repeat(((x * 0.2 + y * 0.1) % 256).astype(np.uint8)[..., None], 3, axis=2)  # smooth ramp
+    for box in ([100.5, 120.5, 400.5, 420.5], [-50.0, -40.0, 150.0, 160.0], [300.0, 200.0, 340.0, 240.0]):
+        box = np.array(box, np.float32)
+        old = bench.whole_image_context_crop(image, box, 96, 2.0).astype(int)
+        new = crop_context(image, box, 96, 2.0)[0].astype(int)
+        assert np.abs(old - new).max() <= 2
 
 
 def test_missing_prepared_data_is_a_clear_error(tmp_path, capsys):
