@@ -231,6 +231,7 @@ class ONetLandmarker:
 
     # -- the pieces of the pipeline, public so the benchmark can time them separately
 
+    @torch.inference_mode()
     def network_inputs(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Context crops ``(N, S, S, 3) uint8`` -> network inputs ``(N, 3, s, s) float32`` 0..255 on the device.
 
@@ -255,6 +256,10 @@ class ONetLandmarker:
                 array = np.ascontiguousarray(chunk.detach().cpu().numpy(), np.float32)
                 out.append(self.session.run(None, {self.session.get_inputs()[0].name: array})[0])
             else:
+                # One memory layout for every caller (the model runs channels-last anyway), so a compiled model is
+                # not recompiled for inputs that differ only in strides. (The inputs this class makes are inference
+                # tensors, for the same reason.)
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                     out.append(self._forward(chunk).float().cpu().numpy())
         if not out:
@@ -337,6 +342,7 @@ class ONetLandmarker:
         """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
         return self.predict_batch([image], [boxes])[0]
 
+    @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray], boxes_list: Sequence) -> list[np.ndarray]:
         """Many images, each with its ``(K_i, 4)`` boxes; all faces go through the network together.
 
