@@ -195,6 +195,9 @@ def onet_variants(model: torch.nn.Module, config: dict, compile_: bool) -> list[
         if bf16_supported():
             variants.append(("torch-compile-bf16", "torch.compile (inductor), bfloat16 autocast",
                              lambda: (ONetLandmarker(model, config, backend="compile", precision="bf16"), None)))
+            variants.append(("torch-compile-bf16-1thread", "torch.compile (inductor), bfloat16 autocast, one thread"
+                             " (torch and OpenCV): per core, like dlib",
+                             lambda: (ONetLandmarker(model, config, backend="compile", precision="bf16"), 1)))
     variants.append(("onnxruntime", "ONNX Runtime CPU fp32, exported graph, default threads",
                      lambda: (ONetLandmarker(None, config, backend="onnx",
                                              session=onnx_session(onnx_bytes(model, config))), None)))

@@ -254,3 +254,22 @@ def test_prepared_crops_are_what_the_landmarker_cuts(checkpoint):
     onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
     for crop, box, face in zip(crops, boxes, ids):
         np.testing.assert_array_equal(onet.context_crops(read_image(paths[face]), box[None])[0], crop)
+
+
+def test_every_path_feeds_the_network_one_layout(helen, checkpoint):
+    """A compiled model is recompiled for every new input layout or tensor kind; both input paths must agree."""
+    images, boxes, _ = helen
+    model, config = build_model("onet").eval(), torch.load(checkpoint, weights_only=True)["config"]
+    seen = []
+
+    def recording(x):
+        seen.append((x.stride(), x.is_inference(), x.dtype))
+        return model(x)
+
+    onet = ONetLandmarker(model, config, forward=recording)
+    onet.predict_batch(images[:2], [b[None] for b in boxes[:2]])
+    crops = np.concatenate([onet.context_crops(im, b[None]) for im, b in zip(images[:2], boxes[:2])])
+    onet.predict_context_crops(crops, boxes[:2])
+    onet.run_network(onet.network_inputs(crops))
+    assert len(seen) == 3 and len(set(seen)) == 1
+    assert seen[0][1] and seen[0][0] == torch.empty(2, 3, 48, 48).to(memory_format=torch.channels_last).stride()
