@@ -7,12 +7,17 @@ What it measures, on the 300-W test faces of the ``prepare`` stage (``prepared/t
 
 * O-Net at batch 1 and batch 256 for each backend — eager PyTorch with contiguous (NCHW) tensors, eager PyTorch
   channels-last (how :class:`flmlib.models.ONet` is built) on all threads and on one thread, ``torch.compile``, and
-  ONNX Runtime — both the network alone (prepared ``48 x 48`` inputs) and the whole landmarker with detection
-  excluded (image + box -> context crop -> warp -> network -> image pixels);
+  ONNX Runtime; eager and compiled PyTorch also with bf16 autocast where the CPU has native bf16 — the network alone (ready ``48 x 48``
+  inputs), from the prepared 96 px context crops (resample to the input + network: how the compare stage runs), and
+  the whole landmarker with detection excluded (image + box -> 48 px input cut from the image -> network -> image
+  pixels);
 * dlib's shape predictor per face (image + box -> points; dlib has no batch);
 * the HOG detector per image, and both methods end to end with detection included (:class:`flmlib.predictor.Predictor`
   on whole images: detection + landmarks);
-* the ratio of O-Net faces/s to dlib faces/s; model sizes; the wall time of each DVC stage of the last ``dvc repro``
+* the ratio of O-Net faces/s to dlib faces/s, also with O-Net and dlib in alternating rounds;
+* where the landmarker's time goes, and the 96 px context crop against the whole-image pre-shrink it replaced
+  (:func:`whole_image_context_crop`), timed in the same run;
+* model sizes; the wall time of each DVC stage of the last ``dvc repro``
   (from ``reports/timings/<stage>.json``, where the stages write them).
 
 Times are medians after warm-up calls: per single-face call at batch 1 (O-Net over the first 64 faces, dlib over all)
@@ -201,7 +206,7 @@ def onet_variants(model: torch.nn.Module, config: dict, compile_: bool) -> list[
     variants.append(("onnxruntime", "ONNX Runtime CPU fp32, exported graph, default threads",
                      lambda: (ONetLandmarker(None, config, backend="onnx",
                                              session=onnx_session(onnx_bytes(model, config))), None)))
-    variants.append(("onnxruntime-1thread", "ONNX Runtime CPU fp32, one thread (ONNX Runtime, torch warp and OpenCV)",
+    variants.append(("onnxruntime-1thread", "ONNX Runtime CPU fp32, one thread (ONNX Runtime, torch and OpenCV)",
                      lambda: (ONetLandmarker(None, config, backend="onnx",
                                              session=onnx_session(onnx_bytes(model, config), threads=1)), 1)))
     return variants
@@ -215,8 +220,9 @@ def agreement(points: np.ndarray, reference: np.ndarray) -> dict:
 
 def bench_onet(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: int, single_faces: int = 64) -> dict:
     """Timings at each batch size in :data:`BATCH_SIZES`: the network alone (48 x 48 inputs ready), from context
-    crops (warp + network + image pixels: how the compare stage runs on prepared crops), and the whole landmarker
-    from image + box (context crop + all of the above), detection excluded.
+    crops (resample to the input + network + image pixels: how the compare stage runs on prepared crops), and the
+    whole landmarker from image + box (:meth:`ONetLandmarker.predict_batch`: the input cut from the image, network,
+    image pixels), detection excluded.
 
     Batch 1: median single-face call over the first ``single_faces`` faces. Larger batches: median call over
     ``repeats`` calls of one batch (the faces repeated or cut to the batch size).
@@ -586,7 +592,7 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
     result["dlib"] = {"description": "dlib shape_predictor_68_face_landmarks.dat, one face per call, one thread",
                       **bench_dlib(dlib_lm, images, boxes, repeats, warmup)}
 
-    # Ratios use the full landmarker (crop + warp + network) at batch 256, detection excluded.
+    # Ratios use the full landmarker (input crop + network) at batch 256, detection excluded.
     dlib_rate = result["dlib"]["detection_excluded"]["faces_per_s"]
     ok = {k: v for k, v in onet.items() if "batch_256" in v}
     ratios = {k: {f"batch_{b}": round(v[f"batch_{b}"]["detection_excluded"]["faces_per_s"] / dlib_rate, 2)
@@ -595,7 +601,7 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
     network = {k: round(v["batch_256"]["network_only"]["faces_per_s"] / dlib_rate, 2) for k, v in ok.items()}
     best_network = max(network, key=network.get) if network else None
     result["ratio_onet_to_dlib"] = {
-        "definition": "O-Net faces/s (image + box -> points, crop and warp included) / dlib faces/s (image + box ->"
+        "definition": "O-Net faces/s (image + box -> points, input crop included) / dlib faces/s (image + box ->"
                       " points, one thread), detection excluded",
         "by_backend": ratios, "best_backend_batch_256": best,
         "best_ratio_batch_256": ratios[best]["batch_256"] if best else None,

@@ -1,6 +1,6 @@
 """Training-throughput benchmark (augmentation on vs model only), and synthetic prepared splits.
 
-Run ``python -m flmlib.bench_train`` (options: ``--batch-size``, ``--seconds``, ``--repeats``, ``--out``). Both
+Run ``python -m flmlib.bench_train`` (options: ``--batch-size``, ``--threads``, ``--seconds``, ``--repeats``, ``--out``). Both
 variants run in the same process on synthetic tensors of the same batch size, alternating, so a machine shared with
 other jobs slows both alike:
 

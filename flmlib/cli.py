@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                          help="image files, or folders whose image files (not recursive) are all used")
     predict.add_argument("--model", choices=("onet", "dlib"), default="onet",
-                         help="landmarker: the study's O-Net (needs --checkpoint) or dlib's shape predictor"
+                         help="landmarker: the study's O-Net (model file: --checkpoint) or dlib's shape predictor"
                               " (default: %(default)s)")
     predict.add_argument("--checkpoint", default=None,
                          help="O-Net model file: a .pt written by training, or a .onnx written by `flm export`"

@@ -13,10 +13,13 @@ Every landmarker has ``name``, ``predict(image, boxes)`` and ``predict_batch(ima
 * ``boxes``: ``(K, 4)`` float face boxes, ``(x0, y0, x1, y1)`` edges in image pixels (:mod:`flmlib.crops`);
 * result: ``(K, 68, 2) float32`` landmarks, 0-based image pixels (pixel centres at integers).
 
-O-Net's preprocessing is the training code's evaluation path, step by step: :func:`flmlib.crops.crop_context`
-(``crop_size``, ``context_factor`` from the model file), then the un-augmented resample of the central box to the
-network input (:func:`flmlib.augment.central_box`, what training's validation sees), then the model, which
-normalises its pixels itself; its box-unit output goes back to image pixels with
+O-Net's preprocessing is the training code's evaluation path. Training sees :func:`flmlib.crops.crop_context`
+crops (``crop_size``, ``context_factor`` from the model file) and, without augmentation, the face box resampled to the
+network input (:func:`flmlib.augment.central_box`); :meth:`ONetLandmarker.predict_context_crops` runs exactly that on
+prepared crops (the compare stage). From an image, when the box covers ``input_size`` whole pixels of the context crop
+(the study's 96 px crop at factor 2, 48 px input), :meth:`ONetLandmarker.predict` cuts the network input straight
+from the image instead: the same sample positions, a quarter of the pixels, equal to within one grey level. The
+model normalises its pixels itself; its box-unit output goes back to image pixels with
 :func:`flmlib.crops.box_units_to_image`.
 """
 from __future__ import annotations
@@ -155,7 +158,8 @@ class ONetLandmarker:
         config: the model file's config (``input_size``, ``crop_size``, ``context_factor``, ``normalisation``).
         backend: ``torch`` (eager), ``compile`` (``torch.compile`` of the same model, compiled on first use) or
             ``onnx`` (ONNX Runtime; ``session`` must be given, see :meth:`from_checkpoint`).
-        device: torch device for the ``torch``/``compile`` backends (the warp to the network input runs there too).
+        device: torch device for the ``torch``/``compile`` backends (the inputs are made there; crops are cut with
+            OpenCV on the CPU).
         batch_size: faces per forward pass; more faces are split into chunks of this size.
         session: an ``onnxruntime.InferenceSession`` of :func:`flmlib.export.onnx_bytes` output.
         forward: replaces the model call of the torch backends (the benchmark times layout variants with it); it
@@ -202,7 +206,7 @@ class ONetLandmarker:
 
         With ``backend="onnx"`` the network is exported to ONNX in memory (:func:`flmlib.export.onnx_bytes`) and
         run by ONNX Runtime on the CPU with ``threads`` intra-op threads (``None``: ONNX Runtime's default); the
-        crop and warp before it still run in torch on ``device``.
+        inputs before it are still made in torch on ``device``.
         """
         path = project_path(path)
         if backend not in BACKENDS:
