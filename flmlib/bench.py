@@ -295,10 +295,11 @@ def breakdown(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: i
     crops = np.concatenate([landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)])
     parts: dict[str, Callable] = {}
     if landmarker.cuts_inputs_directly:
-        direct = np.concatenate([landmarker.input_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)])
+        one_box_each = [b[None] for b in batch_boxes]
+        direct = landmarker.cut_crops(batch_images, one_box_each, landmarker.input_size, 1.0)
         inputs = torch.from_numpy(direct).permute(0, 3, 1, 2).float()
-        parts["input_crop_from_image"] = lambda: [landmarker.input_crops(im, b[None])
-                                                  for im, b in zip(batch_images, batch_boxes)]
+        parts["input_crop_from_image"] = lambda: landmarker.cut_crops(batch_images, one_box_each,
+                                                                      landmarker.input_size, 1.0)
         parts["to_tensor"] = lambda: torch.from_numpy(direct).permute(0, 3, 1, 2).float()
     else:
         inputs = landmarker.network_inputs(crops)

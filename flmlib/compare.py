@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from flmlib.io import read_image
 from flmlib.metrics import GROUP_COLUMN, NORMALISED_ERRORS, all_errors, region_errors, regions_frame
+from flmlib.paths import project_path
 from flmlib.prepare import load_split
 
 
@@ -30,7 +31,8 @@ def predict_test_set(landmarkers: Sequence, split: Mapping[str, np.ndarray], ima
         landmarkers: objects with ``name`` and ``predict(image, boxes)``; those that also have
             ``predict_context_crops(crops, boxes)`` (O-Net) run batched on the prepared crops.
         split: a prepared split (:func:`flmlib.prepare.load_split`).
-        image_paths: face_id -> image path, for methods that need the original image.
+        image_paths: face_id -> image path (relative paths: from the project root), for methods that need the
+            original image.
     Returns:
         method name -> ``(N, 68, 2) float32`` image pixels, in the split's face order.
     """
@@ -42,7 +44,7 @@ def predict_test_set(landmarkers: Sequence, split: Mapping[str, np.ndarray], ima
             continue
         points = np.empty((n, 68, 2), np.float32)
         for i in tqdm(range(n), desc=f"{landmarker.name} {desc}".strip(), unit="face", leave=False):
-            image = read_image(image_paths[split["face_id"][i]])
+            image = read_image(project_path(image_paths[split["face_id"][i]]))
             points[i] = landmarker.predict(image, split["boxes"][i : i + 1])[0]
         out[landmarker.name] = points
     return out

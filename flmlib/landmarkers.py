@@ -25,6 +25,7 @@ model normalises its pixels itself; its box-unit output goes back to image pixel
 from __future__ import annotations
 
 import importlib.util
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,6 +46,8 @@ BACKENDS = ("torch", "compile", "onnx")
 #: faster on CPUs with AVX-512 BF16 / AMX, at the cost of ~1e-3 box units of rounding (the benchmark measures it).
 PRECISIONS = ("fp32", "bf16")
 DLIB_MODEL_FILE = "models/shape_predictor_68_face_landmarks.dat"
+#: Below this many faces per thread, handing crops to a thread pool costs more than it saves.
+MIN_FACES_PER_CROP_THREAD = 16
 
 
 # ------------------------------------------------------------------------------------------------- input checks
@@ -185,6 +188,8 @@ class ONetLandmarker:
             raise ValueError(f"the {backend} backend needs a torch model")
         self.config = check_model_config(config, source)
         self.backend, self.batch_size, self.source, self.precision = backend, batch_size, source, precision
+        self._crop_pool: ThreadPoolExecutor | None = None
+        self._crop_pool_threads = 0
         self.device = resolve_device(str(device))
         self.input_size = int(config["input_size"])
         self.crop_size = int(config["crop_size"])
@@ -307,10 +312,34 @@ class ONetLandmarker:
 
     def context_crops(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(K, S, S, 3) uint8`` context crops of ``boxes`` in ``image`` (:func:`flmlib.crops.crop_context`)."""
-        image, boxes = check_image(image), check_boxes(boxes)
-        crops = np.empty((len(boxes), self.crop_size, self.crop_size, 3), np.uint8)
-        for i, box in enumerate(boxes):
-            crops[i] = crop_context(image, box, self.crop_size, self.context_factor)[0]
+        return self.cut_crops([check_image(image)], [check_boxes(boxes)], self.crop_size, self.context_factor)
+
+    def cut_crops(self, images: Sequence[np.ndarray], boxes_list: Sequence[np.ndarray], size: int,
+                  context_factor: float) -> np.ndarray:
+        """``(N, size, size, 3) uint8`` :func:`flmlib.crops.crop_context` crops of every face of every image, in order.
+
+        ``images`` and ``boxes_list`` must already be checked (:func:`check_image`, :func:`check_boxes`). A large
+        batch is cut on ``torch.get_num_threads()`` threads: OpenCV releases the GIL, so the crops spread over the
+        cores like the network that follows them.
+        """
+        faces = [(image, box) for image, boxes in zip(images, boxes_list) for box in boxes]
+        crops = np.empty((len(faces), size, size, 3), np.uint8)
+
+        def cut(start: int, stop: int) -> None:
+            for i in range(start, stop):
+                crops[i] = crop_context(faces[i][0], faces[i][1], size, context_factor)[0]
+
+        threads = max(1, min(torch.get_num_threads(), len(faces) // MIN_FACES_PER_CROP_THREAD))
+        if threads == 1:
+            cut(0, len(faces))
+            return crops
+        if self._crop_pool_threads != threads:
+            if self._crop_pool is not None:
+                self._crop_pool.shutdown()
+            self._crop_pool = ThreadPoolExecutor(threads, thread_name_prefix="onet-crop")
+            self._crop_pool_threads = threads
+        bounds = np.linspace(0, len(faces), threads + 1).astype(int)
+        list(self._crop_pool.map(cut, bounds[:-1], bounds[1:]))  # list() re-raises a crop's exception here
         return crops
 
     @property
@@ -336,11 +365,7 @@ class ONetLandmarker:
         if not self.cuts_inputs_directly:
             raise ValueError(f"crop_size {self.crop_size} / context_factor {self.context_factor} does not put the"
                              f" face box on {self.input_size} whole pixels; use context_crops + network_inputs")
-        image, boxes = check_image(image), check_boxes(boxes)
-        crops = np.empty((len(boxes), self.input_size, self.input_size, 3), np.uint8)
-        for i, box in enumerate(boxes):
-            crops[i] = crop_context(image, box, self.input_size, 1.0)[0]
-        return crops
+        return self.cut_crops([check_image(image)], [check_boxes(boxes)], self.input_size, 1.0)
 
     def predict(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
@@ -361,11 +386,11 @@ class ONetLandmarker:
             return [np.zeros((0, N_POINTS, 2), np.float32) for _ in counts]
         boxes = np.concatenate(boxes_list)
         if self.cuts_inputs_directly:
-            crops = np.concatenate([self.input_crops(im, b) for im, b in zip(images, boxes_list)])
+            crops = self.cut_crops(images, boxes_list, self.input_size, 1.0)
             # NHWC uint8 -> NCHW float viewed channels-last, the layout the network runs in.
             inputs = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
         else:
-            inputs = self.network_inputs(np.concatenate([self.context_crops(im, b) for im, b in zip(images, boxes_list)]))
+            inputs = self.network_inputs(self.cut_crops(images, boxes_list, self.crop_size, self.context_factor))
         return np.split(self.points_from_inputs(inputs, boxes), np.cumsum(counts)[:-1])
 
 

@@ -12,6 +12,9 @@ detected              ``(N,)`` bool, False where the box is a fallback derived f
 crop_size             scalar int; context_factor: scalar float
 ====================  ========================================================================
 
+``prepared/faces.csv`` has one row per annotated face: its split, detection outcome and box; ``image_path`` is
+relative to the project root for images inside it (resolve it with :func:`flmlib.paths.project_path`).
+
 Test splits hold detected faces only; their misses are counted in the detection summary and excluded
 identically for every method.
 """
@@ -32,6 +35,7 @@ from flmlib.crops import apply_affine, crop_context, landmark_box
 from flmlib.dataset import SPLITS
 from flmlib.detect import FallbackBoxModel, detect_faces, match_detection
 from flmlib.io import DataError, read_image
+from flmlib.paths import portable_path
 
 TRAINING_SPLITS = ("train", "val")
 
@@ -184,7 +188,7 @@ def save_outputs(out_dir: str | Path, faces: pd.DataFrame, arrays: dict[str, dic
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "faces.csv"]
-    faces.to_csv(written[0], index=False, float_format="%.3f")
+    faces.assign(image_path=faces["image_path"].map(portable_path)).to_csv(written[0], index=False, float_format="%.3f")
     for split, data in arrays.items():
         path = out_dir / f"{split}.npz"
         np.savez(path, **data)  # uncompressed: crops load ~10x faster and the files stay < 150 MB

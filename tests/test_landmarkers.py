@@ -17,7 +17,7 @@ from flmlib.landmarkers import (
 )
 from flmlib.metrics import nme_interocular
 from flmlib.models import build_model
-from flmlib.paths import PROJECT_ROOT
+from flmlib.paths import PROJECT_ROOT, project_path
 from flmlib.train import TrainConfig, model_config, save_model
 
 
@@ -253,7 +253,7 @@ def test_prepared_crops_are_what_the_landmarker_cuts(checkpoint):
     paths = pd.read_csv(PREPARED.parent / "faces.csv").set_index("face_id")["image_path"]
     onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
     for crop, box, face in zip(crops, boxes, ids):
-        np.testing.assert_array_equal(onet.context_crops(read_image(paths[face]), box[None])[0], crop)
+        np.testing.assert_array_equal(onet.context_crops(read_image(project_path(paths[face])), box[None])[0], crop)
 
 
 def test_every_path_feeds_the_network_one_layout(helen, checkpoint):
@@ -273,3 +273,19 @@ def test_every_path_feeds_the_network_one_layout(helen, checkpoint):
     onet.run_network(onet.network_inputs(crops))
     assert len(seen) == 3 and len(set(seen)) == 1
     assert seen[0][1] and seen[0][0] == torch.empty(2, 3, 48, 48).to(memory_format=torch.channels_last).stride()
+
+
+def test_large_batches_are_cut_on_threads_in_order(helen, checkpoint):
+    images, boxes, _ = helen
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    many_images = [images[i % len(images)] for i in range(40)]
+    many_boxes = [boxes[i % len(boxes)][None] + i % 3 for i in range(40)]  # shifted: every crop differs
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        crops = onet.cut_crops(many_images, many_boxes, 48, 1.0)
+        assert onet._crop_pool_threads == 2  # 40 faces, at least 16 per thread: the pool was used
+    finally:
+        torch.set_num_threads(before)
+    for crop, image, box in zip(crops, many_images, many_boxes):
+        np.testing.assert_array_equal(crop, crop_context(image, box[0], 48, 1.0)[0])

@@ -1,9 +1,13 @@
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from flmlib.crops import apply_affine, box_size, context_matrix
 from flmlib.dataset import build_index, limit_per_subset
 from flmlib.io import DataError
+from flmlib.paths import PROJECT_ROOT, portable_path, project_path
 from flmlib.prepare import assemble, detect_all, detection_summary, load_split, save_outputs
 
 
@@ -29,6 +33,20 @@ def test_prepare_writes_consistent_splits(tiny, tmp_path):
         if split.startswith("test"):
             assert data["detected"].all(), "test faces are detected faces only"
     assert (box_size(faces[["x0", "y0", "x1", "y1"]].dropna().to_numpy()) > 0).all()
+    written = pd.read_csv(tmp_path / "faces.csv")
+    resolved = [project_path(p) for p in written["image_path"]]
+    assert [p.resolve() for p in resolved] == [Path(p).resolve() for p in faces["image_path"]]
+    inside = [Path(p).resolve().is_relative_to(PROJECT_ROOT) for p in faces["image_path"]]
+    # Images inside the project are stored relative to it, so prepared/ does not depend on the clone's location.
+    assert [not Path(p).is_absolute() for p in written["image_path"]] == inside
+
+
+def test_portable_path_round_trips(tmp_path):
+    inside = PROJECT_ROOT / "data" / "300w" / "afw" / "x.jpg"
+    assert portable_path(inside) == "data/300w/afw/x.jpg"
+    assert project_path(portable_path(inside)) == inside
+    outside = tmp_path / "y.jpg"
+    assert portable_path(outside) == str(outside.resolve())
 
 
 def test_unreadable_image_is_named_or_skipped(tiny, tmp_path):
