@@ -292,18 +292,17 @@ def breakdown(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: i
     batch_images, batch_boxes = [images[i] for i in idx], boxes[idx]
     landmarker.batch_size = batch
     size, factor = landmarker.crop_size, landmarker.context_factor
-    crops = np.concatenate([landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)])
+    one_box_each = [b[None] for b in batch_boxes]
     parts: dict[str, Callable] = {}
     if landmarker.cuts_inputs_directly:
-        one_box_each = [b[None] for b in batch_boxes]
-        direct = landmarker.cut_crops(batch_images, one_box_each, landmarker.input_size, 1.0)
-        inputs = torch.from_numpy(direct).permute(0, 3, 1, 2).float()
-        parts["input_crop_from_image"] = lambda: landmarker.cut_crops(batch_images, one_box_each,
-                                                                      landmarker.input_size, 1.0)
-        parts["to_tensor"] = lambda: torch.from_numpy(direct).permute(0, 3, 1, 2).float()
+        direct = landmarker.input_crops_batch(batch_images, one_box_each)
+        inputs = landmarker.input_tensor(direct)
+        parts["input_crop_from_image"] = lambda: landmarker.input_crops_batch(batch_images, one_box_each)
+        parts["to_tensor"] = lambda: landmarker.input_tensor(direct)
     else:
+        crops = landmarker.cut_crops(batch_images, one_box_each, size, factor)
         inputs = landmarker.network_inputs(crops)
-        parts["context_crop"] = lambda: [landmarker.context_crops(im, b[None]) for im, b in zip(batch_images, batch_boxes)]
+        parts["context_crop"] = lambda: landmarker.cut_crops(batch_images, one_box_each, size, factor)
         parts["warp_to_input"] = lambda: landmarker.network_inputs(crops)
     units = landmarker.run_network(inputs)
     parts["network"] = lambda: landmarker.run_network(inputs)
@@ -316,7 +315,7 @@ def breakdown(landmarker: ONetLandmarker, images, boxes, repeats: int, warmup: i
     }
     crop_ms = {name: round(median_seconds(fn, repeats, warmup) / batch * 1e3, 4) for name, fn in crop_versions.items()}
     crop_ms["speedup"] = round(crop_ms["whole_image_preshrink_baseline"] / crop_ms["context_region_only"], 2)
-    return {"steps": steps, "context_crop_96px": crop_ms}
+    return {"steps": steps, "context_crop": crop_ms}
 
 
 def profile_network(landmarker: ONetLandmarker, images, boxes, batch: int = 256, rows: int = 12) -> list[dict]:
@@ -686,7 +685,7 @@ def markdown(result: dict) -> str:
                   f" {inter['ratio']:.2f}x (median of {inter['rounds']} rounds)."]
     parts = result.get("where_time_goes", {}).get("ms_per_face")
     if parts:
-        crop = parts["context_crop_96px"]
+        crop = parts["context_crop"]
         lines += ["", "O-Net landmarker at batch 256 (torch-channels-last), ms per face: "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in parts["steps"].items()) + ".",
                   f"The {result['onet_config']['crop_size']} px context crop (prepare stage): whole-image pre-shrink"

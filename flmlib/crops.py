@@ -89,7 +89,7 @@ def crop_context(image: np.ndarray, box: np.ndarray, size: int, context_factor: 
     """Cut the context crop of one face.
 
     Args:
-        image: ``(H, W, 3) uint8`` RGB.
+        image: ``(H, W, 3) uint8`` RGB (float32 works too: the tests use coordinate ramps).
         box: ``(4,)`` box edges in image pixels.
         size: side of the square crop, pixels.
         context_factor: the crop covers this many times the box's width and height, centred on the box.
@@ -98,25 +98,29 @@ def crop_context(image: np.ndarray, box: np.ndarray, size: int, context_factor: 
         image border, edge pixels are replicated (no black fill).
 
     Only the part of the image the crop covers is read, so the cost does not grow with the photo's size. A
-    downscale stronger than 2x is split in two: first a ``k x k`` box average with ``k`` a power of two (repeated
-    2x2 ``cv2.INTER_AREA`` halvings on a grid aligned to image pixels ``0, k, 2k, ...``), which removes the detail
-    that would alias, then the bilinear warp, whose remaining scale is in ``[0.5, 1)``.
+    downscale stronger than 2x is split in two. First comes a ``k x k`` box average with ``k`` a power of two:
+    repeated 2x2 ``cv2.INTER_AREA`` halvings (each rounds to the image's dtype) on a grid aligned to image pixels
+    ``0, k, 2k, ...``, which removes the detail that would alias. Then the bilinear warp, whose remaining scale along
+    the box's shorter-scaled axis is in ``[0.5, 1)`` (below 0.5 only when ``k`` is capped by a tiny image).
     """
     matrix = context_matrix(box, size, context_factor)
     (sx, _, tx), (_, sy, ty) = matrix
     h, w = image.shape[:2]
     k = shrink_factor(min(sx, sy), max_factor=min(h, w))
     # The context region's edges in image pixels (crop pixel edges -0.5 and size - 0.5 mapped back), widened by
-    # 2 shrunk pixels for the bilinear footprint, snapped to the k-grid and kept inside the image.
+    # 2 shrunk pixels for the bilinear footprint, snapped to the k-grid and clipped to the image rounded up to it.
     left, top = (-0.5 - tx) / sx, (-0.5 - ty) / sy
     right, bottom = left + size / sx, top + size / sy
-    grid_w, grid_h = w // k * k, h // k * k
+    grid_w, grid_h = -(-w // k) * k, -(-h // k) * k
     x0 = min(max(math.floor(left / k) * k - 2 * k, 0), grid_w - k)
     y0 = min(max(math.floor(top / k) * k - 2 * k, 0), grid_h - k)
     x1 = min(max(math.ceil(right / k) * k + 2 * k, x0 + k), grid_w)
     y1 = min(max(math.ceil(bottom / k) * k + 2 * k, y0 + k), grid_h)
     source = image[y0:y1, x0:x1]
-    for _ in range(k.bit_length() - 1):  # OpenCV's fast exact 2x2 mean, log2(k) times
+    pad_x, pad_y = (x1 - x0) - source.shape[1], (y1 - y0) - source.shape[0]
+    if pad_x or pad_y:  # the last grid cell sticks out of the image: fill it with the image's edge pixels
+        source = cv2.copyMakeBorder(source, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
+    for _ in range(k.bit_length() - 1):  # log2(k) halvings: OpenCV's fast path for an exact 2x2 mean
         source = cv2.resize(source, (source.shape[1] // 2, source.shape[0] // 2), interpolation=cv2.INTER_AREA)
     # Source pixel s covers image pixels x0 + k*s .. x0 + k*s + k - 1, centred on x = k * (s + 1/2) - 1/2 + x0.
     warp = np.array([[sx * k, 0.0, sx * (k * 0.5 - 0.5 + x0) + tx], [0.0, sy * k, sy * (k * 0.5 - 0.5 + y0) + ty]])

@@ -46,6 +46,8 @@ BACKENDS = ("torch", "compile", "onnx")
 #: faster on CPUs with AVX-512 BF16 / AMX, at the cost of ~1e-3 box units of rounding (the benchmark measures it).
 PRECISIONS = ("fp32", "bf16")
 DLIB_MODEL_FILE = "models/shape_predictor_68_face_landmarks.dat"
+#: Context factor of a crop that is the face box itself (the network input, cut straight from the image).
+BOX_ONLY = 1.0
 #: Below this many faces per thread, handing crops to a thread pool costs more than it saves.
 MIN_FACES_PER_CROP_THREAD = 16
 
@@ -189,7 +191,7 @@ class ONetLandmarker:
         self.config = check_model_config(config, source)
         self.backend, self.batch_size, self.source, self.precision = backend, batch_size, source, precision
         self._crop_pool: ThreadPoolExecutor | None = None
-        self._crop_pool_threads = 0
+        self._crop_pool_size = 0
         self.device = resolve_device(str(device))
         self.input_size = int(config["input_size"])
         self.crop_size = int(config["crop_size"])
@@ -297,8 +299,10 @@ class ONetLandmarker:
     def points_from_inputs(self, inputs: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
         """Network inputs ``(N, 3, s, s)`` of ``(N, 4)`` boxes -> ``(N, 68, 2) float32`` image pixels.
 
-        Raises ``ValueError`` naming the first face whose network output is not finite.
+        Raises ``ValueError`` when the counts differ, or naming the first face whose network output is not finite.
         """
+        if len(inputs) != len(boxes):
+            raise ValueError(f"{len(inputs)} network inputs but {len(boxes)} boxes")
         units = self.run_network(inputs)
         bad = ~np.isfinite(units).all(axis=(1, 2))
         if bad.any():
@@ -314,14 +318,19 @@ class ONetLandmarker:
         """``(K, S, S, 3) uint8`` context crops of ``boxes`` in ``image`` (:func:`flmlib.crops.crop_context`)."""
         return self.cut_crops([check_image(image)], [check_boxes(boxes)], self.crop_size, self.context_factor)
 
-    def cut_crops(self, images: Sequence[np.ndarray], boxes_list: Sequence[np.ndarray], size: int,
+    def cut_crops(self, images: Sequence[np.ndarray], boxes_list: Sequence, size: int,
                   context_factor: float) -> np.ndarray:
         """``(N, size, size, 3) uint8`` :func:`flmlib.crops.crop_context` crops of every face of every image, in order.
 
-        ``images`` and ``boxes_list`` must already be checked (:func:`check_image`, :func:`check_boxes`). A large
-        batch is cut on ``torch.get_num_threads()`` threads: OpenCV releases the GIL, so the crops spread over the
-        cores like the network that follows them.
+        Args:
+            images: ``(H, W, 3) uint8`` RGB images.
+            boxes_list: per image, ``(K_i, 4)`` face boxes in its pixels.
+        A large batch is cut on ``torch.get_num_threads()`` threads (OpenCV releases the GIL), so the crops spread
+        over the cores like the network that follows them. Like the network, the pool belongs to this object: use
+        one landmarker per calling thread.
         """
+        images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
+        boxes_list = [check_boxes(b, f"boxes of image {i}") for i, b in enumerate(boxes_list)]
         faces = [(image, box) for image, boxes in zip(images, boxes_list) for box in boxes]
         crops = np.empty((len(faces), size, size, 3), np.uint8)
 
@@ -329,16 +338,17 @@ class ONetLandmarker:
             for i in range(start, stop):
                 crops[i] = crop_context(faces[i][0], faces[i][1], size, context_factor)[0]
 
-        threads = max(1, min(torch.get_num_threads(), len(faces) // MIN_FACES_PER_CROP_THREAD))
-        if threads == 1:
+        pool_size = torch.get_num_threads()
+        chunks = max(1, min(pool_size, len(faces) // MIN_FACES_PER_CROP_THREAD))
+        if chunks == 1:
             cut(0, len(faces))
             return crops
-        if self._crop_pool_threads != threads:
+        if self._crop_pool_size != pool_size:  # created on first use; again only if torch's thread count changes
             if self._crop_pool is not None:
                 self._crop_pool.shutdown()
-            self._crop_pool = ThreadPoolExecutor(threads, thread_name_prefix="onet-crop")
-            self._crop_pool_threads = threads
-        bounds = np.linspace(0, len(faces), threads + 1).astype(int)
+            self._crop_pool = ThreadPoolExecutor(pool_size, thread_name_prefix="onet-crop")
+            self._crop_pool_size = pool_size
+        bounds = np.linspace(0, len(faces), chunks + 1).astype(int)
         list(self._crop_pool.map(cut, bounds[:-1], bounds[1:]))  # list() re-raises a crop's exception here
         return crops
 
@@ -355,17 +365,28 @@ class ONetLandmarker:
 
     def input_crops(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(K, s, s, 3) uint8`` network inputs cut straight from ``image``: each face box resampled to
-        ``input_size`` pixels (:func:`flmlib.crops.crop_context` at context factor 1).
+        ``input_size`` pixels. One image's faces of :meth:`input_crops_batch`."""
+        return self.input_crops_batch([image], [boxes])
 
-        Needs :attr:`cuts_inputs_directly`. The pixels are sampled at the same image positions, with the same
-        pre-shrink, as the central part of the context crop that training's evaluation path uses; they agree with
-        it to within one grey level (OpenCV's fixed-point interpolation rounds the two crops' positions
-        independently), while a quarter of the pixels is cut.
+    def input_crops_batch(self, images: Sequence[np.ndarray], boxes_list: Sequence) -> np.ndarray:
+        """``(N, s, s, 3) uint8`` network inputs of every face of every image, cut straight from the images.
+
+        Each face box is resampled to ``input_size`` pixels: :func:`flmlib.crops.crop_context` at context factor 1,
+        i.e. a crop of the box itself. Needs :attr:`cuts_inputs_directly`. The pixels are sampled at the same image
+        positions, with the same pre-shrink, as the central part of the context crop that training's evaluation
+        path uses; they agree with it to within one grey level (OpenCV's fixed-point interpolation rounds the two
+        crops' positions independently), while a quarter of the pixels is cut.
         """
         if not self.cuts_inputs_directly:
             raise ValueError(f"crop_size {self.crop_size} / context_factor {self.context_factor} does not put the"
                              f" face box on {self.input_size} whole pixels; use context_crops + network_inputs")
-        return self.cut_crops([check_image(image)], [check_boxes(boxes)], self.input_size, 1.0)
+        return self.cut_crops(images, boxes_list, self.input_size, BOX_ONLY)
+
+    @torch.inference_mode()
+    def input_tensor(self, input_crops: np.ndarray) -> torch.Tensor:
+        """:meth:`input_crops_batch` output ``(N, s, s, 3) uint8`` -> network inputs ``(N, 3, s, s) float32``
+        0..255 on the device (NHWC viewed as channels-last NCHW, the layout the network runs in)."""
+        return torch.from_numpy(input_crops).to(self.device).permute(0, 3, 1, 2).float()
 
     def predict(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
@@ -386,9 +407,7 @@ class ONetLandmarker:
             return [np.zeros((0, N_POINTS, 2), np.float32) for _ in counts]
         boxes = np.concatenate(boxes_list)
         if self.cuts_inputs_directly:
-            crops = self.cut_crops(images, boxes_list, self.input_size, 1.0)
-            # NHWC uint8 -> NCHW float viewed channels-last, the layout the network runs in.
-            inputs = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+            inputs = self.input_tensor(self.input_crops_batch(images, boxes_list))
         else:
             inputs = self.network_inputs(self.cut_crops(images, boxes_list, self.crop_size, self.context_factor))
         return np.split(self.points_from_inputs(inputs, boxes), np.cumsum(counts)[:-1])

@@ -1,4 +1,5 @@
 """One anchor for every path, so a notebook runs the same from JupyterLab (cwd notebooks/) and from dvc (cwd root)."""
+import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -11,7 +12,11 @@ def project_path(path: str | Path) -> Path:
 
 
 def portable_path(path: str | Path) -> str:
-    """Inverse of :func:`project_path` for files written into outputs: relative to the project root when the file is
-    inside it (so outputs do not depend on where the project was cloned), absolute otherwise."""
-    path = Path(path).resolve()
+    """Inverse of :func:`project_path` for paths written into outputs: relative to the project root when the path
+    lies inside it (so outputs do not depend on where the project was cloned), absolute otherwise.
+
+    Relative input paths are taken from the project root, like :func:`project_path`. Symbolic links are not
+    followed: a data file that links into DVC's cache keeps its path under ``data/``.
+    """
+    path = Path(os.path.abspath(project_path(path)))
     return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)

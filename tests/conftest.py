@@ -1,6 +1,8 @@
 """Shared fixtures: the project root and a check that the DVC data has been pulled."""
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 
 from flmlib.paths import PROJECT_ROOT
@@ -22,3 +24,10 @@ def write_pts(path: Path, points, header_n=None) -> Path:
     body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in points)
     path.write_text(f"version: 1\nn_points: {n}\n{{\n{body}\n}}\n")
     return path
+
+
+def coordinate_ramps(h: int, w: int) -> np.ndarray:
+    """``(h, w, 3) float32`` image whose channels 0 and 1 hold each pixel's own x and y: any area average or
+    bilinear sample of it returns the image coordinates it was taken at."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([x, y, np.zeros_like(x)], axis=-1)

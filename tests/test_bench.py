@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import coordinate_ramps
 
 from flmlib import bench
 from flmlib.detect import detect_faces
@@ -61,7 +62,7 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
         assert 0 <= agree["mean_px"] <= agree["max_px"] < 2  # every backend computes the same points (bf16: ~0.1 px)
     assert result["onet"]["torch-channels-last"]["agreement_with_reference"]["max_px"] == 0
     parts = result["where_time_goes"]["ms_per_face"]
-    steps, crop = parts["steps"], parts["context_crop_96px"]
+    steps, crop = parts["steps"], parts["context_crop"]
     assert set(steps) == {"input_crop_from_image", "to_tensor", "network", "to_image_pixels"} and min(steps.values()) > 0
     assert crop["speedup"] == pytest.approx(crop["whole_image_preshrink_baseline"] / crop["context_region_only"], rel=0.02)
     assert "whole-image pre-shrink (baseline)" in result["markdown"]
@@ -91,17 +92,19 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     assert "target 10x" in capsys.readouterr().out
 
 
-def test_baseline_crop_has_the_same_geometry_as_crop_context():
-    """The benchmark's before/after crop comparison is fair only if both cut the same region."""
-    from flmlib.crops import crop_context
+def test_baseline_crop_samples_the_same_places_as_crop_context():
+    """The benchmark's before/after crop comparison is fair only if both cut the same region: on coordinate ramps,
+    each crop pixel holds the image coordinates it was sampled at."""
+    from flmlib.crops import apply_affine, context_matrix, crop_context, invert_affine
 
-    y, x = np.mgrid[0:600, 0:800]
-    image = np.repeat(((x * 0.2 + y * 0.1) % 256).astype(np.uint8)[..., None], 3, axis=2)  # smooth ramp
-    for box in ([100.5, 120.5, 400.5, 420.5], [-50.0, -40.0, 150.0, 160.0], [300.0, 200.0, 340.0, 240.0]):
+    image = coordinate_ramps(700, 900)
+    grid = np.stack(np.meshgrid(np.arange(96), np.arange(96)), axis=-1).astype(np.float64)
+    for box in ([300.5, 200.25, 421.0, 320.0], [250.2, 150.9, 531.7, 433.3], [400.3, 300.7, 440.1, 341.2]):
         box = np.array(box, np.float32)
-        old = bench.whole_image_context_crop(image, box, 96, 2.0).astype(int)
-        new = crop_context(image, box, 96, 2.0)[0].astype(int)
-        assert np.abs(old - new).max() <= 2
+        expected = apply_affine(grid, invert_affine(context_matrix(box, 96, 2.0)))
+        # OpenCV's area resize at a non-integer factor places its samples to within a tenth of a pixel.
+        np.testing.assert_allclose(bench.whole_image_context_crop(image, box, 96, 2.0)[..., :2], expected, atol=0.1)
+        np.testing.assert_allclose(crop_context(image, box, 96, 2.0)[0][..., :2], expected, atol=0.01)
 
 
 def test_missing_prepared_data_is_a_clear_error(tmp_path, capsys):

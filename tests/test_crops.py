@@ -1,7 +1,9 @@
 import numpy as np
+from conftest import coordinate_ramps
 
 from flmlib.crops import (apply_affine, box_from_dlib, box_size, box_to_dlib, box_units_to_image, context_matrix,
-                          crop_context, crop_to_box_units, image_to_box_units, invert_affine, iou, landmark_box)
+                          crop_context, crop_to_box_units, image_to_box_units, invert_affine, iou, landmark_box,
+                          shrink_factor)
 
 
 def test_crop_then_inverse_returns_points_exactly():
@@ -80,7 +82,7 @@ def test_crop_depends_only_on_the_region_around_the_box():
     """The crop reads only the context region, so the rest of a large photo cannot change it (or slow it down)."""
     rng = np.random.default_rng(2)
     face = rng.integers(0, 256, size=(400, 400, 3), dtype=np.uint8)
-    box = np.array([100.3, 110.8, 290.1, 300.6])  # 190 px: area pre-shrink by k = 4 into a 96 px crop
+    box = np.array([100.3, 110.8, 290.1, 300.6])  # 190 px: pre-shrink by k = 2 into a 96 px crop
     large = rng.integers(0, 256, size=(2000, 3000, 3), dtype=np.uint8)
     large[:400, :400] = face
     large[:400, 400:] = 0  # content right next to the context region, which ends near x = 385
@@ -104,3 +106,28 @@ def test_box_far_outside_a_tiny_image_replicates_its_edge():
     image = np.full((3, 5, 3), 90, np.uint8)
     crop, _ = crop_context(image, np.array([500.0, 600.0, 900.0, 1000.0]), 96, 2.0)
     assert crop.shape == (96, 96, 3) and (crop == 90).all()
+
+
+def test_crop_samples_the_image_where_its_matrix_says():
+    """Every crop pixel centre, mapped back through the inverse matrix, is where the crop took its value."""
+    image = coordinate_ramps(700, 900)
+    boxes = [[400.3, 300.7, 440.1, 341.2],  # upscale, k = 1
+             [300.5, 200.25, 421.0, 320.0],  # k = 2 for a 96 px crop
+             [250.2, 150.9, 531.7, 433.3],  # k = 4
+             [370.0, 260.0, 470.0, 360.0]]  # square, k = 2
+    for box in boxes:
+        for size, factor in ((96, 2.0), (48, 1.0)):
+            crop, matrix = crop_context(image, np.array(box), size, factor)
+            grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), axis=-1).astype(np.float64)
+            expected = apply_affine(grid, invert_affine(matrix))
+            np.testing.assert_allclose(crop[..., :2], expected, atol=0.01, err_msg=f"box {box}, {size} px")
+
+
+def test_image_edge_pixels_are_replicated_even_off_the_shrink_grid():
+    image = np.zeros((700, 807, 3), np.uint8)
+    image[:, -7:] = 255  # 807 = 100 * 8 + 7: the last 7 columns lie outside the 8-pixel grid
+    box = np.array([600.0, 100.0, 1100.0, 600.0])  # scale 96 / 1000: k = 8; the context runs past the right edge
+    crop, matrix = crop_context(image, box, 96, 2.0)
+    assert shrink_factor(matrix[0, 0], 700) == 8
+    beyond = apply_affine([[806.5, 350.0]], matrix)[0, 0]  # crop x of the image's right edge
+    assert (crop[:, int(np.ceil(beyond)) + 1 :] == 255).all()

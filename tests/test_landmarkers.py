@@ -275,17 +275,57 @@ def test_every_path_feeds_the_network_one_layout(helen, checkpoint):
     assert seen[0][1] and seen[0][0] == torch.empty(2, 3, 48, 48).to(memory_format=torch.channels_last).stride()
 
 
-def test_large_batches_are_cut_on_threads_in_order(helen, checkpoint):
+def test_large_batches_are_cut_on_threads_in_order(helen, checkpoint, monkeypatch):
+    import threading
+
+    import flmlib.landmarkers as landmarkers_module
+
     images, boxes, _ = helen
     onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
     many_images = [images[i % len(images)] for i in range(40)]
     many_boxes = [boxes[i % len(boxes)][None] + i % 3 for i in range(40)]  # shifted: every crop differs
+    threads_used = set()
+
+    def recording_crop(*args):
+        threads_used.add(threading.current_thread().name)
+        return crop_context(*args)
+
+    monkeypatch.setattr(landmarkers_module, "crop_context", recording_crop)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         crops = onet.cut_crops(many_images, many_boxes, 48, 1.0)
-        assert onet._crop_pool_threads == 2  # 40 faces, at least 16 per thread: the pool was used
     finally:
         torch.set_num_threads(before)
+    # The batch went to the pool (which of its threads took which chunk is up to the executor).
+    assert threads_used and all(name.startswith("onet-crop") for name in threads_used)
     for crop, image, box in zip(crops, many_images, many_boxes):
         np.testing.assert_array_equal(crop, crop_context(image, box[0], 48, 1.0)[0])
+
+
+def test_a_failing_crop_thread_raises_in_the_caller(helen, checkpoint, monkeypatch):
+    import flmlib.landmarkers as landmarkers_module
+
+    images, boxes, _ = helen
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+
+    def failing_crop(image, box, size, factor):
+        if box[0] > 10_000:
+            raise ValueError("box beyond the test image")
+        return crop_context(image, box, size, factor)
+
+    monkeypatch.setattr(landmarkers_module, "crop_context", failing_crop)
+    many_boxes = [boxes[:1]] * 39 + [boxes[:1] + 20_000]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="beyond the test image"):
+            onet.cut_crops([images[0]] * 40, many_boxes, 48, 1.0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_points_from_inputs_needs_one_box_per_input(checkpoint):
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match="3 network inputs but 1 boxes"):
+        onet.points_from_inputs(torch.zeros(3, 3, 48, 48), np.array([[0, 0, 10, 10]], np.float32))

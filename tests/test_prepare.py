@@ -41,12 +41,24 @@ def test_prepare_writes_consistent_splits(tiny, tmp_path):
     assert [not Path(p).is_absolute() for p in written["image_path"]] == inside
 
 
-def test_portable_path_round_trips(tmp_path):
-    inside = PROJECT_ROOT / "data" / "300w" / "afw" / "x.jpg"
+def test_portable_path_round_trips(tmp_path, monkeypatch):
+    import flmlib.paths
+
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    monkeypatch.setattr(flmlib.paths, "PROJECT_ROOT", root)
+    inside = root / "data" / "300w" / "afw" / "x.jpg"
     assert portable_path(inside) == "data/300w/afw/x.jpg"
     assert project_path(portable_path(inside)) == inside
+    assert portable_path("data/300w/afw/x.jpg") == "data/300w/afw/x.jpg"  # relative: from the project root
     outside = tmp_path / "y.jpg"
-    assert portable_path(outside) == str(outside.resolve())
+    assert portable_path(outside) == str(outside)
+    target = tmp_path / "cache" / "ab12"
+    target.parent.mkdir()
+    target.write_bytes(b"jpeg")
+    link = root / "data" / "linked.jpg"
+    link.symlink_to(target)  # DVC's symlink cache type links data files into its cache like this
+    assert portable_path(link) == "data/linked.jpg"
 
 
 def test_unreadable_image_is_named_or_skipped(tiny, tmp_path):
