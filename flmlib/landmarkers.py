@@ -316,7 +316,7 @@ class ONetLandmarker:
 
     def context_crops(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(K, S, S, 3) uint8`` context crops of ``boxes`` in ``image`` (:func:`flmlib.crops.crop_context`)."""
-        return self.cut_crops([check_image(image)], [check_boxes(boxes)], self.crop_size, self.context_factor)
+        return self.cut_crops([image], [boxes], self.crop_size, self.context_factor)
 
     def cut_crops(self, images: Sequence[np.ndarray], boxes_list: Sequence, size: int,
                   context_factor: float) -> np.ndarray:
