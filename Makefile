@@ -1,15 +1,19 @@
 # The study's two commands: `make repro` (whole pipeline) and `make test` (pytest).
-# Both create the virtual environment from requirements.lock the first time and reuse it afterwards.
+# Both create the virtual environments the first time and reuse them afterwards: .venv (the study, from
+# requirements.lock) and .venv-mediapipe (MediaPipe Face Mesh, which needs numpy<2; see mk/mediapipe.mk).
 
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: env data repro test lab bench lock clean-env
+include mk/mediapipe.mk
+
+.PHONY: env mediapipe-env data repro test lab bench lock clean-env
 
 env: $(STAMP)
+
+mediapipe-env: $(MP_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +26,10 @@ $(STAMP): requirements.lock pyproject.toml
 data: $(STAMP)
 	$(BIN)/dvc pull --quiet data.dvc
 
-repro: data
+repro: data $(MP_STAMP)
 	$(BIN)/dvc repro
 
-test: data
+test: data $(MP_STAMP)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)
@@ -39,4 +43,4 @@ lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^flmlib' > requirements.lock
 
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MP_VENV)

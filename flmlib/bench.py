@@ -2,7 +2,7 @@
 
     python -m flmlib.bench [--tiny] [--out reports/bench.json]      (also: make bench)
 
-What it measures, on the 300-W test faces of the ``prepare`` stage (``prepared/test_300w.npz`` boxes +
+What it measures, on the 300-W test faces of the ``prepare`` stage (``prepared/test_300w_common.npz`` boxes +
 ``prepared/faces.csv`` image paths), all on this machine in this process:
 
 * O-Net at batch 1 and batch 256 for each backend — eager PyTorch with contiguous (NCHW) tensors, eager PyTorch
@@ -42,7 +42,8 @@ import torch
 
 from flmlib.detect import detect_faces
 from flmlib.io import read_image
-from flmlib.landmarkers import DlibShapePredictor, ONetLandmarker, dlib_model_path
+from flmlib.landmarkers.cnn import CNNLandmarker as ONetLandmarker
+from flmlib.landmarkers.dlib_predictor import DlibShapePredictor, dlib_model_path
 from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model, load_trained
 from flmlib.paths import PROJECT_ROOT, project_path
 from flmlib.predictor import Predictor, default_upsample
@@ -99,9 +100,9 @@ def load_faces(prepared: Path, limit: int = 0) -> tuple[list[np.ndarray], np.nda
     ``(N, 4)`` and image path.
 
     Raises:
-        BenchError: ``test_300w.npz`` or ``faces.csv`` missing, or a face without an image row.
+        BenchError: ``test_300w_common.npz`` or ``faces.csv`` missing, or a face without an image row.
     """
-    npz, csv = prepared / "test_300w.npz", prepared / "faces.csv"
+    npz, csv = prepared / "test_300w_common.npz", prepared / "faces.csv"
     for path in (npz, csv):
         if not path.is_file():
             raise BenchError(f"{path} not found: the benchmark runs on the prepared 300-W test faces; run the"
@@ -455,14 +456,12 @@ def onet_model_size(model: torch.nn.Module, config: dict, checkpoint: Path | Non
 # ------------------------------------------------------------------------------------------------ stage timings
 
 
-def stage_names(root: Path) -> list[str]:
-    """Stage names of ``dvc.yaml`` in order (the usual four if it cannot be read)."""
-    import yaml
-
-    try:
-        return list((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})) or list(STAGES_FALLBACK)
-    except (OSError, yaml.YAMLError):
-        return list(STAGES_FALLBACK)
+def stage_names(timings_dir: Path) -> list[str]:
+    """The stages that wrote a timing file (``<timings_dir>/<stage>.json``: prepare, train_<model>, compare,
+    report), in pipeline order; the usual ones if none did."""
+    order = {name: i for i, name in enumerate(STAGES_FALLBACK)}
+    found = [p.stem for p in Path(timings_dir).glob("*.json")]
+    return sorted(found, key=lambda s: (order.get(s.split("_")[0], len(order)), s)) or list(STAGES_FALLBACK)
 
 
 def stage_timings(timings_dir: Path, stages: list[str]) -> dict:
@@ -533,7 +532,7 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
     images, boxes, paths = load_faces(prepared, limit=6 if tiny else 0)
     n_images = len(set(paths))
     result["faces"] = {"set": "300-W test (helen/testset, detected faces of the prepare stage)",
-                       "source": str(prepared / "test_300w.npz"), "faces": len(boxes), "images": n_images,
+                       "source": str(prepared / "test_300w_common.npz"), "faces": len(boxes), "images": n_images,
                        "batch_256": "the faces repeated to 256" if len(boxes) < 256 else "the first 256 faces"}
     log(f"bench: {len(boxes)} faces from {n_images} images ({result['mode']})")
 
@@ -641,7 +640,7 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
     result["detection_included"] = detection
 
     result["model_size"] = {"onet": onet_model_size(model, config, checkpoint), "dlib": dlib_model_size(dlib_model_path())}
-    result["stage_timings"] = stage_timings(timings_dir, stage_names(PROJECT_ROOT))
+    result["stage_timings"] = stage_timings(timings_dir, stage_names(timings_dir))
     result["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
     result["markdown"] = markdown(result)

@@ -1,6 +1,6 @@
 """``flm``: the study's command-line tool (console script registered in pyproject.toml).
 
-    flm predict IMAGE_OR_DIR... [--model onet|dlib] [--checkpoint models/onet.pt] [--out DIR]
+    flm predict IMAGE_OR_DIR... [--method ID] [--checkpoint models/<id>.pt] [--out DIR]
     flm export --format onnx [--checkpoint models/onet.pt] [--out models/onet.onnx]
 
 ``predict`` writes, per input image, ``<out>/<stem>.json`` (image size, method, boxes, 68 points per face) and
@@ -48,11 +48,11 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, width=100)
 
 
-def checkpoint_path(value: str | None) -> Path:
-    """``--checkpoint``: as given (relative to the working directory), or the study's model when not given."""
+def checkpoint_path(value: str | None, default: str = DEFAULT_CHECKPOINT) -> Path:
+    """``--checkpoint``: as given (relative to the working directory), or the study's model file when not given."""
     from flmlib.paths import PROJECT_ROOT
 
-    return Path(value).resolve() if value else PROJECT_ROOT / DEFAULT_CHECKPOINT
+    return Path(value).resolve() if value else PROJECT_ROOT / default
 
 
 def _codes_text() -> str:
@@ -120,21 +120,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from flmlib.io import read_image
     from flmlib.predictor import Predictor
 
+    from flmlib.config import load_config
+
+    spec = load_config().method_spec(args.method)
     kwargs = {}
-    if args.model == "onet":
-        kwargs = {"checkpoint": checkpoint_path(args.checkpoint), "backend": args.backend, "device": args.device,
-                  "batch_size": args.batch_size}
+    if spec.kind == "cnn":  # a model trained by the study: these options choose its file and runtime
+        kwargs = {"checkpoint": checkpoint_path(args.checkpoint, spec.options["checkpoint"]), "backend": args.backend,
+                  "device": args.device, "batch_size": args.batch_size}
     try:
-        predictor = Predictor.from_name(args.model, upsample=args.upsample, **kwargs)
+        predictor = Predictor.from_name(args.method, upsample=args.upsample, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
-        _error(f"cannot load the {args.model} landmarker: {exc}")
+        _error(f"cannot load the {args.method} landmarker: {exc}")
         return EXIT_MODEL
     paths, errors = expand_inputs(args.inputs)
     for message in errors:
         _error(message)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model_name = str(kwargs["checkpoint"]) if args.model == "onet" else str(predictor.landmarker.model_path)
+    landmarker = predictor.landmarker
+    model_name = str(getattr(landmarker, "source", None) or getattr(landmarker, "model_path", None) or spec.kind)
     failed, written = len(errors), 0
     stems = output_stems(paths)
     for start in range(0, len(paths), CHUNK):
@@ -189,10 +193,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def method_ids() -> list[str]:
+    """The methods params.yaml lists (the study's trained models first); the study's defaults without it."""
+    from flmlib.config import ConfigError, load_config
+
+    try:
+        return load_config().method_ids
+    except ConfigError:
+        return ["onet", "dlib"]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    methods = method_ids()
     parser = argparse.ArgumentParser(
         prog="flm",
-        description="68-point facial landmarks with the study's O-Net or dlib's shape predictor.",
+        description="68-point facial landmarks with any method of the study (" + ", ".join(methods) + ").",
         epilog=_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,export}")
@@ -200,30 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser(
         "predict", help="find faces and their 68 landmarks in images",
         description=_wrap(
-            "Find faces with dlib's HOG detector and place 68 landmarks on each, with O-Net (default) or dlib's shape"
-            " predictor. For every input image writes OUT/<name>.json (image size, method, per face: box and 68"
+            "Find faces with dlib's HOG detector and place 68 landmarks on each, with any method of the study"
+            f" ({', '.join(methods)}; default {methods[0]}). For every input image writes OUT/<name>.json (image size, method, per face: box and 68"
             " points, " + COORDINATES + ") and OUT/<name>.png (boxes and points drawn). Missing files, files that"
             " are not images, and images without a face are reported on stderr and skipped; the others are still"
             " processed."
         ),
-        epilog=_codes_text() + "\n\nexample:\n  flm predict data/300w/helen/testset --model onet --out out/",
+        epilog=_codes_text() + "\n\nexample:\n  flm predict data/300w/helen/testset --method onet --out out/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                          help="image files, or folders whose image files (not recursive) are all used")
-    predict.add_argument("--model", choices=("onet", "dlib"), default="onet",
-                         help="landmarker: the study's O-Net (model file: --checkpoint) or dlib's shape predictor"
-                              " (default: %(default)s)")
+    predict.add_argument("--method", "--model", dest="method", choices=methods, default=methods[0],
+                         help="landmarker, a method id of params.yaml (default: %(default)s)")
     predict.add_argument("--checkpoint", default=None,
-                         help="O-Net model file: a .pt written by training, or a .onnx written by `flm export`"
-                              f" (default: the study's {DEFAULT_CHECKPOINT} in the project folder)")
+                         help="model file of a method trained by the study: a .pt written by training, or a .onnx"
+                              " written by `flm export` (default: the study's models/<method>.pt)")
     predict.add_argument("--out", default="flm-out", help="output folder, created if needed (default: %(default)s)")
     predict.add_argument("--upsample", type=int, default=None,
                          help="HOG detector upsampling (default: prepare.upsample from params.yaml, as in the study)")
     predict.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                         help="O-Net inference engine: PyTorch or ONNX Runtime (default: %(default)s)")
-    predict.add_argument("--device", default="auto", help="torch device for O-Net: auto, cpu, cuda (default: %(default)s)")
-    predict.add_argument("--batch-size", type=int, default=256, help="O-Net faces per forward pass (default: %(default)s)")
+                         help="inference engine of a trained model: PyTorch or ONNX Runtime (default: %(default)s)")
+    predict.add_argument("--device", default="auto",
+                         help="torch device of a trained model: auto, cpu, cuda (default: %(default)s)")
+    predict.add_argument("--batch-size", type=int, default=256,
+                         help="faces per forward pass of a trained model (default: %(default)s)")
     predict.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     predict.set_defaults(func=cmd_predict)
 

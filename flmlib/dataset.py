@@ -3,16 +3,23 @@
 ``build_index`` walks ``data/`` (layout in ``../shared/DATA.md``) and returns one row per face:
 
 ==============  =========================================================================================
-face_id         ``<folder>/<stem>``, e.g. ``300w/afw/134212_1`` or ``youtube-faces/test/Luis_Fonsi_21``.
-                Keyed by folder *and* name: YouTube reuses a file name across training/ and test/.
+face_id         ``<folder>/<stem>``, e.g. ``300w/afw/134212_1``, ``youtube-faces/test/Luis_Fonsi_21`` or
+                ``aflw2000-3d/images/image00002``. Keyed by folder *and* name: YouTube reuses a file name
+                across training/ and test/.
 image_path      absolute path of the image
-source          ``300w`` or ``youtube``
-subset          ``afw``, ``helen/trainset``, ``helen/testset``, ``youtube/training``, ``youtube/test``
-person          grouping key that must not straddle splits: the photo for 300-W (AFW photos hold
-                several annotated faces), the person's name for YouTube
+source          ``300w``, ``youtube`` or ``aflw2000``
+subset          ``afw``, ``helen/trainset``, ``helen/testset``, ``lfpw/trainset``, ``lfpw/testset``,
+                ``youtube/training``, ``youtube/test`` or ``aflw2000``
+person          grouping key that must not straddle splits (and that bootstraps resample): the photo for
+                300-W (AFW photos hold several annotated faces), the person's name for YouTube, the image
+                for AFLW2000-3D
 landmarks       ``(68, 2) float32``, 0-based pixels of the image
-split           ``train``, ``val``, ``test_300w`` or ``test_youtube``
+yaw             head yaw in degrees (AFLW2000-3D's 3DMM fit); NaN for the other sources
+split           ``train``, ``val`` or ``test``
 ==============  =========================================================================================
+
+Which faces are test faces comes from the configuration's test sets (:mod:`flmlib.config`): the 300-W subsets they
+name, the held-out YouTube people, and every AFLW2000-3D face (no model here trains on it).
 """
 from __future__ import annotations
 
@@ -25,11 +32,14 @@ import pandas as pd
 
 from flmlib.io import DataError, read_keypoints_csv, read_pts
 
-SUBSETS_300W = {"afw": "300w/afw", "helen/trainset": "300w/helen/trainset", "helen/testset": "300w/helen/testset"}
+SUBSETS_300W = {"afw": "300w/afw", "helen/trainset": "300w/helen/trainset", "helen/testset": "300w/helen/testset",
+                "lfpw/trainset": "300w/lfpw/trainset", "lfpw/testset": "300w/lfpw/testset"}
 YOUTUBE_FOLDERS = {"youtube/training": ("youtube-faces/training", "youtube-faces/training_frames_keypoints.csv"),
                    "youtube/test": ("youtube-faces/test", "youtube-faces/test_frames_keypoints.csv")}
-TEST_SUBSET_300W = "helen/testset"
-SPLITS = ("train", "val", "test_300w", "test_youtube")
+AFLW_FOLDER, AFLW_CSV = "aflw2000-3d/images", "aflw2000-3d/landmarks.csv"
+#: The 300-W "common subset" test set of the field (HELEN test + LFPW test).
+TEST_SUBSETS_300W = ("helen/testset", "lfpw/testset")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -72,8 +82,30 @@ def _index_300w(root: Path, skipped: SkippedFiles | None) -> list[dict]:
                     raise
                 skipped.add(pts_path, str(exc))
                 continue
+            # LFPW's names (image_0001) number the files of each subset, one face per photo: the file is the photo.
+            photo = f"{subset}/{pts_path.stem}" if subset.startswith("lfpw/") else photo_of(pts_path.stem)
             rows.append(dict(face_id=f"{folder}/{pts_path.stem}", image_path=str(image_path), source="300w",
-                             subset=subset, person=f"300w/{photo_of(pts_path.stem)}", landmarks=landmarks))
+                             subset=subset, person=f"300w/{photo}", landmarks=landmarks))
+    return rows
+
+
+def _index_aflw(root: Path, skipped: SkippedFiles | None) -> list[dict]:
+    table, bad_rows = read_keypoints_csv(root / AFLW_CSV, skip_bad_rows=skipped is not None,
+                                         extra_columns=("yaw", "pitch", "roll"))
+    for message in bad_rows:
+        skipped.add(root / AFLW_CSV, message)
+    rows = []
+    for name, landmarks, yaw in zip(table["name"], table["landmarks"], table["yaw"]):
+        image_path = root / AFLW_FOLDER / name
+        if not image_path.is_file():
+            error = f"{image_path}: listed in {AFLW_CSV} but not found"
+            if skipped is None:
+                raise DataError(error)
+            skipped.add(image_path, error)
+            continue
+        stem = Path(name).stem
+        rows.append(dict(face_id=f"{AFLW_FOLDER}/{stem}", image_path=str(image_path), source="aflw2000",
+                         subset="aflw2000", person=f"aflw2000/{stem}", landmarks=landmarks, yaw=float(yaw)))
     return rows
 
 
@@ -107,19 +139,21 @@ def split_groups(groups: list[str], share: float, seed: int) -> set[str]:
     return set(unique[rng.permutation(len(unique))[:n_pick]].tolist())
 
 
-def assign_splits(index: pd.DataFrame, youtube_test_share: float, val_share: float, seed: int) -> pd.Series:
-    """Split labels for an index (see module docstring); no ``person`` appears in two splits.
+def assign_splits(index: pd.DataFrame, youtube_test_share: float, val_share: float, seed: int,
+                  test_subsets_300w: tuple[str, ...] = TEST_SUBSETS_300W) -> pd.Series:
+    """Split labels (``train``, ``val``, ``test``) for an index; no ``person`` appears in two splits.
 
-    300-W: helen/testset is the test set, afw + helen/trainset train. YouTube: training and test frames are pooled
-    and re-split by person (the original frame split puts every test person in training too). Validation takes
-    ``val_share`` of the training groups of each source, never test faces.
+    300-W: ``test_subsets_300w`` are test, the other subsets train. YouTube: training and test frames are pooled and
+    re-split by person (the original frame split puts every test person in training too). AFLW2000-3D: test only.
+    Validation takes ``val_share`` of the training groups of each source, never test faces.
     """
     split = pd.Series("train", index=index.index, dtype=object)
     is_300w = index["source"] == "300w"
-    split[is_300w & (index["subset"] == TEST_SUBSET_300W)] = "test_300w"
+    split[is_300w & index["subset"].isin(list(test_subsets_300w))] = "test"
+    split[index["source"] == "aflw2000"] = "test"
     is_youtube = index["source"] == "youtube"
     test_people = split_groups(index.loc[is_youtube, "person"].tolist(), youtube_test_share, seed)
-    split[is_youtube & index["person"].isin(test_people)] = "test_youtube"
+    split[is_youtube & index["person"].isin(test_people)] = "test"
     for source in ("300w", "youtube"):
         candidates = (index["source"] == source) & (split == "train")
         val_groups = split_groups(index.loc[candidates, "person"].tolist(), val_share, seed + 1)
@@ -128,10 +162,12 @@ def assign_splits(index: pd.DataFrame, youtube_test_share: float, val_share: flo
 
 
 def build_index(root: str | Path, youtube_test_share: float = 0.2, val_share: float = 0.1, seed: int = 0,
-                skip_bad_files: bool = False) -> tuple[pd.DataFrame, SkippedFiles]:
+                skip_bad_files: bool = False, test_subsets_300w: tuple[str, ...] = TEST_SUBSETS_300W
+                ) -> tuple[pd.DataFrame, SkippedFiles]:
     """Index every annotated face under ``root`` (columns in the module docstring).
 
     Args:
+        test_subsets_300w: the 300-W subsets held out for testing (the union of the configured test sets').
         skip_bad_files: if False, the first bad file raises :class:`DataError` naming it; if True, bad files are
             left out and listed in the returned :class:`SkippedFiles`.
     Returns:
@@ -140,15 +176,51 @@ def build_index(root: str | Path, youtube_test_share: float = 0.2, val_share: fl
     root = Path(root)
     skipped = SkippedFiles()
     sink = skipped if skip_bad_files else None
-    rows = _index_300w(root, sink) + _index_youtube(root, sink)
+    rows = _index_300w(root, sink) + _index_youtube(root, sink) + _index_aflw(root, sink)
     if not rows:
         raise DataError(f"{root}: no annotated faces found")
     index = pd.DataFrame(rows).sort_values("face_id", ignore_index=True)
+    index["yaw"] = index["yaw"].astype(float) if "yaw" in index else np.nan
     duplicated = index["face_id"].duplicated()
     if duplicated.any():
         raise DataError(f"{root}: duplicate face ids {index.loc[duplicated, 'face_id'].head(3).tolist()}")
-    index["split"] = assign_splits(index, youtube_test_share, val_share, seed)
+    unknown = set(test_subsets_300w) - set(SUBSETS_300W)
+    if unknown:
+        raise ValueError(f"test subsets {sorted(unknown)} are not 300-W subsets {sorted(SUBSETS_300W)}")
+    index["split"] = assign_splits(index, youtube_test_share, val_share, seed, tuple(test_subsets_300w))
     return index, skipped
+
+
+def in_test_set(faces: pd.DataFrame, source: str, subsets: tuple[str, ...] = ()) -> pd.Series:
+    """Boolean mask of the rows of ``faces`` (an index or the prepared faces table) in a test set: test faces of
+    ``source``, restricted to ``subsets`` when given (300-W)."""
+    mask = (faces["source"] == source) & (faces["split"] == "test")
+    if subsets:
+        mask &= faces["subset"].isin(list(subsets))
+    return mask
+
+
+def yaw_bin_labels(edges: tuple[float, ...]) -> list[str]:
+    """Labels of the |yaw| bins cut at ``edges`` degrees, in order (no ``|``: they go into markdown tables):
+    ``(30, 60)`` -> ``["yaw 0-30°", "yaw 30-60°", "yaw ≥60°"]``."""
+    e = ["0", *[f"{v:g}" for v in edges]]
+    return [*[f"yaw {a}-{b}°" for a, b in zip(e[:-1], e[1:])], f"yaw ≥{e[-1]}°"]
+
+
+def group_order(label: str) -> tuple[float, str]:
+    """Sort key that puts yaw bins in angle order and other labels (subsets) alphabetically."""
+    match = re.search(r"\d+(\.\d+)?", label)
+    return (float(match.group()) if label.startswith("yaw ") and match else float("inf"), label)
+
+
+def yaw_bins(yaw, edges: tuple[float, ...]) -> np.ndarray:
+    """``(N,)`` yaw in degrees -> ``(N,)`` bin labels of |yaw| (:func:`yaw_bin_labels`; lower edges inclusive).
+    A NaN yaw gives an empty label."""
+    yaw = np.abs(np.asarray(yaw, np.float64))
+    labels = np.array(yaw_bin_labels(edges), dtype=object)
+    out = labels[np.searchsorted(np.asarray(edges, np.float64), yaw, side="right")]
+    out[~np.isfinite(yaw)] = ""
+    return out
 
 
 def limit_per_subset(index: pd.DataFrame, limit: int) -> pd.DataFrame:

@@ -58,14 +58,17 @@ def read_pts(path: str | Path) -> np.ndarray:
     return pts - 1.0  # 300-W is 1-based
 
 
-def read_keypoints_csv(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, list[str]]:
-    """Read a YouTube-Faces keypoint CSV: file name, then ``x0, y0, ..., x67, y67`` in 0-based pixels.
+def read_keypoints_csv(path: str | Path, skip_bad_rows: bool = False,
+                       extra_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """Read a keypoint CSV: file name, then ``extra_columns`` (numbers, e.g. AFLW2000-3D's ``yaw, pitch, roll``),
+    then ``x0, y0, ..., x67, y67`` in 0-based pixels (the YouTube-Faces and AFLW2000-3D layouts).
 
     Args:
         skip_bad_rows: leave out rows with a missing / non-numeric value instead of raising.
+        extra_columns: names of the numeric columns between the file name and the coordinates.
     Returns:
-        (DataFrame with columns ``name`` (str) and ``landmarks`` ((68, 2) float32 arrays, 0-based pixels),
-        one message per skipped row naming the file, the row and the image name).
+        (DataFrame with columns ``name`` (str), ``landmarks`` ((68, 2) float32 arrays, 0-based pixels) and one float
+        column per extra column, one message per skipped row naming the file, the row and the image name).
     Raises:
         DataError: wrong column count, or (unless ``skip_bad_rows``) a bad row, named with its line number.
     """
@@ -74,10 +77,13 @@ def read_keypoints_csv(path: str | Path, skip_bad_rows: bool = False) -> tuple[p
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot parse CSV ({exc})") from exc
-    if table.shape[1] != 1 + 2 * N_POINTS:
-        raise DataError(f"{path}: has {table.shape[1]} columns, expected {1 + 2 * N_POINTS} (name + 136 coordinates)")
-    coords = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
-    bad = ~np.isfinite(coords).all(axis=1) | table.iloc[:, 0].isna().to_numpy()
+    n_extra = len(extra_columns)
+    if table.shape[1] != 1 + n_extra + 2 * N_POINTS:
+        raise DataError(f"{path}: has {table.shape[1]} columns, expected {1 + n_extra + 2 * N_POINTS} (name"
+                        + "".join(f", {c}" for c in extra_columns) + " + 136 coordinates)")
+    numbers = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+    extras, coords = numbers[:, :n_extra], numbers[:, n_extra:]
+    bad = ~np.isfinite(numbers).all(axis=1) | table.iloc[:, 0].isna().to_numpy()
     # Line numbers as a text editor shows them: the header is line 1.
     messages = [f"{path}: row {row + 2} ({table.iloc[row, 0]!r}) has a missing or non-numeric value"
                 for row in np.flatnonzero(bad)]
@@ -85,7 +91,10 @@ def read_keypoints_csv(path: str | Path, skip_bad_rows: bool = False) -> tuple[p
         raise DataError(messages[0] + f" ({len(messages)} bad rows in all)")
     keep = ~bad
     names = table.iloc[:, 0].astype(str).to_numpy()[keep]
-    return pd.DataFrame({"name": names, "landmarks": list(coords[keep].reshape(-1, N_POINTS, 2))}), messages
+    frame = pd.DataFrame({"name": names, "landmarks": list(coords[keep].reshape(-1, N_POINTS, 2))})
+    for i, column in enumerate(extra_columns):
+        frame[column] = extras[keep, i].astype(np.float64)
+    return frame, messages
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -40,6 +40,8 @@ ERROR_REGIONS: Mapping[str, np.ndarray] = REGIONS
 """The five regions of the per-region error (jaw, brows, nose, eyes, mouth), from :mod:`flmlib.landmarks68`."""
 
 NONFINITE_POLICIES = ("raise", "fail")
+#: The 51 inner-face points (brows, nose, eyes, mouth): every point but the jaw line 0-16.
+INNER_POINTS = np.arange(17, N_POINTS)
 
 
 # --------------------------------------------------------------------------------------------------- validation
@@ -169,11 +171,12 @@ def rmse_box(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray | None = None, 
     return _normalise(rmse, norm, broken, "box")
 
 
-def _nme(pred, gt, boxes, nonfinite: str, normaliser: str) -> np.ndarray:
+def _nme(pred, gt, boxes, nonfinite: str, normaliser: str, points: np.ndarray | None = None) -> np.ndarray:
     pred, gt, broken = _check_points(pred, gt, nonfinite)
     norm = NORMALISERS[normaliser](gt, boxes)
     with np.errstate(invalid="ignore"):
-        mean_dist = np.linalg.norm(pred - gt, axis=-1).mean(axis=-1)
+        dist = np.linalg.norm(pred - gt, axis=-1)
+        mean_dist = (dist if points is None else dist[:, points]).mean(axis=-1)
     return _normalise(mean_dist, norm, broken, normaliser)
 
 
@@ -201,9 +204,20 @@ def nme_gtbox(pred, gt, boxes=None, *, nonfinite: str = "raise") -> np.ndarray:
     return _nme(pred, gt, boxes, nonfinite, "gtbox")
 
 
+def nme_interocular_inner(pred, gt, boxes=None, *, nonfinite: str = "raise") -> np.ndarray:
+    """Mean distance over the 51 inner-face points (17-67: brows, nose, eyes, mouth; the jaw left out) / distance of
+    gt points 36 and 45. The jaw is where label conventions differ (a mesh's face oval, AFLW2000-3D's 3D outline,
+    YouTube's labels), so this error compares methods on the points whose definition they share.
+
+    ``pred``, ``gt``: ``(N, 68, 2)`` image pixels; ``boxes`` is ignored. Returns ``(N,)`` float64.
+    """
+    return _nme(pred, gt, boxes, nonfinite, "interocular", INNER_POINTS)
+
+
 NORMALISED_ERRORS: dict[str, Callable[..., np.ndarray]] = {
     "rmse_box": rmse_box,
     "nme_interocular": nme_interocular,
+    "nme_interocular_inner": nme_interocular_inner,
     "nme_interpupil": nme_interpupil,
     "nme_gtbox": nme_gtbox,
 }
@@ -214,6 +228,7 @@ PRIMARY_ERROR = "rmse_box"
 ERROR_LABELS: dict[str, str] = {
     "rmse_box": "RMSE / sqrt(w·h) of the detection box",
     "nme_interocular": "mean error / inter-ocular distance (points 36-45)",
+    "nme_interocular_inner": "mean error of the 51 inner points (17-67) / inter-ocular distance",
     "nme_interpupil": "mean error / inter-pupil distance",
     "nme_gtbox": "mean error / sqrt(w·h) of the ground-truth box",
 }
@@ -561,22 +576,25 @@ def metrics_dict(
     thresholds: Sequence[float] = THRESHOLDS,
     *,
     error_names: Sequence[str] | None = None,
-    paired: tuple[str, str] | None = None,
+    reference: str | None = None,
     auc_ci: bool = False,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Everything for ``reports/metrics.json``, nested ``test_set -> method -> "<error>/<metric>" -> number``.
+    """Every number of one evaluation, nested ``test_set -> {"methods": {method: {"<error>/<metric>": number}},
+    "vs_reference": {method: {...}}}``.
 
-    Keys name the normaliser, e.g. ``metrics["helen-test"]["onet"]["rmse_box/auc@0.08"]``; each method also has
-    ``n_faces``. Non-finite numbers become ``None`` (JSON has no inf).
+    Keys name the normaliser, e.g. ``metrics["test_aflw2000"]["methods"]["onet"]["rmse_box/auc@0.08"]``; each method
+    also has ``n_faces``. Non-finite numbers become ``None`` (JSON has no inf). The ``test_set`` column can hold any
+    label (a test set, or a test set's subset or yaw bin).
 
     Args:
         errors: tidy per-face frame (``test_set``, ``method``, ``face_id``, one column per error name).
         thresholds: AUC / failure cut-offs.
-        error_names: errors to include (default all present; fewer keys keep ``dvc metrics show`` readable).
-        paired: ``(a, b)`` adds, per test set, an entry ``"<a>-minus-<b>"`` with ``"<error>/auc@<t>/diff"``,
-            ``".../ci95_lo"``, ``".../ci95_hi"`` (paired bootstrap, :func:`bootstrap_frame`) and ``n_resamples``.
+        error_names: errors to include (default all present).
+        reference: adds ``vs_reference[method]`` for every other method with ``"<error>/auc@<t>/diff"``,
+            ``".../ci95_lo"``, ``".../ci95_hi"`` of AUC(method) - AUC(reference) (paired bootstrap,
+            :func:`bootstrap_frame`), ``n_resamples`` and the number of resampled groups.
         auc_ci: adds ``"<error>/auc@<t>/ci95_lo"`` and ``".../ci95_hi"`` to each method (:func:`auc_ci_frame`).
         n_resamples, seed: bootstrap settings (from params).
     """
@@ -585,24 +603,27 @@ def metrics_dict(
     metric_cols = [c for c in table.columns if c not in ("test_set", "method", "error", "n_faces")]
     out: dict = {}
     for row in table.to_dict("records"):
-        entry = out.setdefault(row["test_set"], {}).setdefault(row["method"], {"n_faces": int(row["n_faces"])})
+        methods = out.setdefault(row["test_set"], {"methods": {}, "vs_reference": {}})["methods"]
+        entry = methods.setdefault(row["method"], {"n_faces": int(row["n_faces"])})
         for col in metric_cols:
             entry[f"{row['error']}/{col}"] = _json_number(row[col])
     if auc_ci:
         for row in auc_ci_frame(errors, thresholds, n_resamples, seed, error_names=cols).to_dict("records"):
-            entry = out[row["test_set"]][row["method"]]
+            entry = out[row["test_set"]]["methods"][row["method"]]
             key = f"{row['error']}/auc@{threshold_key(row['threshold'])}"
             entry[f"{key}/ci95_lo"] = _json_number(row["ci_lo"])
             entry[f"{key}/ci95_hi"] = _json_number(row["ci_hi"])
-    if paired is not None:
-        label = f"{paired[0]}-minus-{paired[1]}"
-        for row in bootstrap_frame(errors, *paired, thresholds, n_resamples, seed, error_names=cols).to_dict("records"):
-            entry = out[row["test_set"]].setdefault(label, {"n_faces": int(row["n_faces"]), "n_resamples": int(n_resamples),
-                                                            "n_resampled_groups": int(row["n_groups"])})
-            key = f"{row['error']}/auc@{threshold_key(row['threshold'])}"
-            entry[f"{key}/diff"] = _json_number(row["diff"])
-            entry[f"{key}/ci95_lo"] = _json_number(row["ci_lo"])
-            entry[f"{key}/ci95_hi"] = _json_number(row["ci_hi"])
+    if reference is not None:
+        for method in [m for m in errors["method"].unique() if m != reference]:
+            frame = bootstrap_frame(errors, method, reference, thresholds, n_resamples, seed, error_names=cols)
+            for row in frame.to_dict("records"):
+                entry = out[row["test_set"]]["vs_reference"].setdefault(method, {
+                    "reference": reference, "n_faces": int(row["n_faces"]), "n_resamples": int(n_resamples),
+                    "n_resampled_groups": int(row["n_groups"])})
+                key = f"{row['error']}/auc@{threshold_key(row['threshold'])}"
+                entry[f"{key}/diff"] = _json_number(row["diff"])
+                entry[f"{key}/ci95_lo"] = _json_number(row["ci_lo"])
+                entry[f"{key}/ci95_hi"] = _json_number(row["ci_hi"])
     return out
 
 

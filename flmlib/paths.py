@@ -20,3 +20,9 @@ def portable_path(path: str | Path) -> str:
     """
     path = Path(os.path.abspath(project_path(path)))
     return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def relative_link(path: str | Path, start: str | Path) -> str:
+    """``path`` relative to the folder ``start``, with forward slashes: a link that works in a markdown file or
+    notebook that lives in ``start`` (e.g. the README's figures, or the report notebook's)."""
+    return Path(os.path.relpath(project_path(path), project_path(start))).as_posix()

@@ -1,7 +1,7 @@
 """The study's front door: find faces with dlib's HOG detector, then place 68 landmarks with a landmarker.
 
     >>> from flmlib.predictor import Predictor
-    >>> predictor = Predictor.from_name("onet")                 # models/onet.pt; or "dlib"
+    >>> predictor = Predictor.from_name("onet")   # any method id of params.yaml: "onet", "dlib", "mediapipe", ...
     >>> faces = predictor("data/300w/helen/testset/2968560214_1.jpg")
     >>> faces[0].box, faces[0].points.shape, faces[0].method
     (array([x0, y0, x1, y1], dtype=float32), (68, 2), 'onet')
@@ -44,7 +44,7 @@ def default_upsample(params_path: str | Path = PROJECT_ROOT / "params.yaml") -> 
 @dataclass(frozen=True)
 class Face:
     """One face: ``box`` ``(4,) float32`` detection edges and ``points`` ``(68, 2) float32``, both image pixels
-    (0-based, pixel centres at integers); ``method`` names the landmarker (``onet`` / ``dlib``)."""
+    (0-based, pixel centres at integers); ``method`` names the landmarker (a method id of params.yaml)."""
 
     box: np.ndarray
     points: np.ndarray

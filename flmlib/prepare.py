@@ -1,6 +1,7 @@
 """The `prepare` stage: detect every face, match it to its annotation, cut context crops, write one file per split.
 
-Per split, ``prepared/<split>.npz`` holds
+``prepared/train.npz`` and ``prepared/val.npz`` hold the training faces; ``prepared/<test set id>.npz`` each test set
+of the configuration (:mod:`flmlib.config`). Each file holds
 
 ====================  ========================================================================
 crops                 ``(N, S, S, 3) uint8`` RGB context crops (S = ``crop_size``)
@@ -8,6 +9,9 @@ landmarks             ``(N, 68, 2) float32``, 0-based pixels of the crop
 landmarks_image       ``(N, 68, 2) float32``, 0-based pixels of the original image
 boxes                 ``(N, 4) float32`` box edges in image pixels (detection, or fallback)
 face_id               ``(N,)`` str
+person                ``(N,)`` str, the grouping key that bootstraps resample
+subset                ``(N,)`` str (e.g. ``helen/testset``), for per-subset rows
+yaw                   ``(N,) float32`` degrees, NaN where the source has none (for per-yaw rows)
 detected              ``(N,)`` bool, False where the box is a fallback derived from the landmarks
 crop_size             scalar int; context_factor: scalar float
 ====================  ========================================================================
@@ -15,14 +19,16 @@ crop_size             scalar int; context_factor: scalar float
 ``prepared/faces.csv`` has one row per annotated face: its split, detection outcome and box; ``image_path`` is
 relative to the project root for images inside it (resolve it with :func:`flmlib.paths.project_path`).
 
-Test splits hold detected faces only; their misses are counted in the detection summary and excluded
-identically for every method.
+A test set with ``boxes: detector`` holds the faces the detector found (misses are counted in the detection summary
+and excluded identically for every method); one with ``boxes: landmarks`` holds every readable face, with the box the
+fallback model derives from its annotated points, so landmarking is compared apart from detection.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 from dataclasses import dataclass
+from typing import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -32,12 +38,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from flmlib.crops import apply_affine, crop_context, landmark_box
-from flmlib.dataset import SPLITS
+from flmlib.dataset import in_test_set
 from flmlib.detect import FallbackBoxModel, detect_faces, match_detection
 from flmlib.io import DataError, read_image
 from flmlib.paths import portable_path
 
 TRAINING_SPLITS = ("train", "val")
+ARRAY_FIELDS = ("crops", "landmarks", "landmarks_image", "boxes", "face_id", "person", "subset", "yaw", "detected")
 
 
 @dataclass
@@ -91,17 +98,22 @@ def detect_all(index: pd.DataFrame, upsample: int, iou_threshold: float, crop_si
 
 
 def assemble(index: pd.DataFrame, results: list[FaceResult], crop_size: int, context_factor: float,
-             train_fallback_box: bool, skip_bad_files: bool) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """Turn detection results into the per-face table and the per-split arrays.
+             train_fallback_box: bool, skip_bad_files: bool, test_sets: Mapping | None = None,
+             ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Turn detection results into the per-face table and the per-file arrays.
 
-    Training and validation misses get a :class:`FallbackBoxModel` box (fitted on this run's detected training
-    faces) when ``train_fallback_box`` is set; test misses are only counted.
+    Args:
+        test_sets: test set id -> its config (:class:`flmlib.config.TestSet`: ``source``, ``subsets``, ``boxes``).
+    A :class:`FallbackBoxModel` is fitted on this run's detected training faces. Training and validation misses get
+    its box when ``train_fallback_box`` is set; test sets with ``boxes: landmarks`` get it for every face.
 
     Returns:
-        (faces table with one row per indexed face, {split: arrays as in the module docstring}).
+        (faces table with one row per indexed face, {``train`` / ``val`` / test set id: arrays as in the module
+        docstring}).
     Raises:
         DataError: an unreadable image when ``skip_bad_files`` is False (the message names the file).
     """
+    test_sets = dict(test_sets or {})
     by_id = {r.face_id: r for r in results}
     errors = [r.error for r in results if r.error]
     if errors and not skip_bad_files:
@@ -114,40 +126,59 @@ def assemble(index: pd.DataFrame, results: list[FaceResult], crop_size: int, con
     faces["detected"] = [by_id[f].box is not None for f in faces["face_id"]]
 
     training = faces["split"].isin(TRAINING_SPLITS) & faces["detected"]
+    needs_fallback = train_fallback_box or any(ts.boxes == "landmarks" for ts in test_sets.values())
     fallback = None
-    if train_fallback_box and training.any():
+    if needs_fallback and training.any():
         lm_boxes = np.stack([landmark_box(lm) for lm in index.loc[training, "landmarks"]])
         det_boxes = np.stack([by_id[f].box for f in faces.loc[training, "face_id"]])
         fallback = FallbackBoxModel.fit(lm_boxes, det_boxes)
 
-    box_kind, boxes, arrays = [], [], {s: dict(crops=[], landmarks=[], landmarks_image=[], boxes=[], face_id=[],
-                                                 detected=[]) for s in SPLITS}
+    # Which file(s) each face goes to, and with which kind of box.
+    members: dict[str, list[tuple[int, str]]] = {name: [] for name in (*TRAINING_SPLITS, *test_sets)}
     missed_training = faces["split"].isin(TRAINING_SPLITS) & ~faces["detected"] & faces["readable"]
-    for i, face in tqdm(list(faces.iterrows()), desc="assemble", unit="face", leave=False):
-        result, landmarks = by_id[face["face_id"]], index.at[i, "landmarks"]
-        if result.box is not None:
-            box, crop, matrix, kind = result.box, result.crop, result.matrix, "detector"
-        elif missed_training[i] and fallback is not None:
-            box = fallback.box_for(landmarks)
-            crop, matrix = crop_context(read_image(face["image_path"]), box, crop_size, context_factor)
-            kind = "fallback"
+    for split in TRAINING_SPLITS:
+        rows = faces.index[(faces["split"] == split) & faces["detected"]]
+        members[split] = [(i, "detector") for i in rows]
+        if train_fallback_box and fallback is not None:
+            members[split] += [(i, "fallback") for i in faces.index[(faces["split"] == split) & missed_training]]
+        members[split].sort()
+    for name, ts in test_sets.items():
+        rows = in_test_set(faces, ts.source, tuple(ts.subsets)) & faces["readable"]
+        if ts.boxes == "detector":
+            members[name] = [(i, "detector") for i in faces.index[rows & faces["detected"]]]
         else:
-            box_kind.append("unreadable" if result.error else "missed")
-            boxes.append(np.full(4, np.nan, np.float32))
-            continue
-        box_kind.append(kind)
-        boxes.append(box)
-        out = arrays[face["split"]]
-        out["crops"].append(crop)
-        out["landmarks"].append(apply_affine(landmarks, matrix).astype(np.float32))
-        out["landmarks_image"].append(landmarks.astype(np.float32))
-        out["boxes"].append(np.asarray(box, np.float32))
-        out["face_id"].append(face["face_id"])
-        out["detected"].append(kind == "detector")
+            if fallback is None:
+                raise DataError(f"test set {name!r} needs landmark-derived boxes, but no training face was detected "
+                                "to fit the fallback box model on")
+            members[name] = [(i, "landmarks") for i in faces.index[rows]]
 
-    faces["box_kind"] = box_kind
-    faces[["x0", "y0", "x1", "y1"]] = np.stack(boxes)
-    return faces, {s: _stack(a, crop_size, context_factor) for s, a in arrays.items()}
+    faces["box_kind"] = np.where(faces["detected"], "detector", np.where(faces["readable"], "missed", "unreadable"))
+    boxes = np.full((len(faces), 4), np.nan, np.float32)
+    arrays = {}
+    for name, rows in members.items():
+        out = {k: [] for k in ARRAY_FIELDS}
+        for i, kind in tqdm(rows, desc=f"assemble {name}", unit="face", leave=False, mininterval=2.0):
+            face, result, landmarks = faces.loc[i], by_id[faces.at[i, "face_id"]], index.at[i, "landmarks"]
+            if kind == "detector":
+                box, crop, matrix = result.box, result.crop, result.matrix
+            else:
+                box = fallback.box_for(landmarks)
+                crop, matrix = crop_context(read_image(face["image_path"]), box, crop_size, context_factor)
+                if name in TRAINING_SPLITS:
+                    boxes[i], faces.at[i, "box_kind"] = box, "fallback"
+            out["crops"].append(crop)
+            out["landmarks"].append(apply_affine(landmarks, matrix).astype(np.float32))
+            out["landmarks_image"].append(landmarks.astype(np.float32))
+            out["boxes"].append(np.asarray(box, np.float32))
+            for key in ("face_id", "person", "subset", "yaw"):
+                out[key].append(face[key])
+            out["detected"].append(kind == "detector")
+        arrays[name] = _stack(out, crop_size, context_factor)
+    detected = faces["detected"].to_numpy()
+    if detected.any():
+        boxes[detected] = np.stack([by_id[f].box for f in faces.loc[detected, "face_id"]])
+    faces[["x0", "y0", "x1", "y1"]] = boxes
+    return faces, arrays
 
 
 def _stack(lists: dict[str, list], crop_size: int, context_factor: float) -> dict[str, np.ndarray]:
@@ -158,6 +189,9 @@ def _stack(lists: dict[str, list], crop_size: int, context_factor: float) -> dic
         landmarks_image=np.stack(lists["landmarks_image"]) if n else np.zeros((0, 68, 2), np.float32),
         boxes=np.stack(lists["boxes"]) if n else np.zeros((0, 4), np.float32),
         face_id=np.array(lists["face_id"], dtype=str),
+        person=np.array(lists["person"], dtype=str),
+        subset=np.array(lists["subset"], dtype=str),
+        yaw=np.array(lists["yaw"], dtype=np.float32),
         detected=np.array(lists["detected"], dtype=bool),
         crop_size=np.array(crop_size),
         context_factor=np.array(context_factor, np.float32),

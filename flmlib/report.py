@@ -2,8 +2,8 @@
 
 * :func:`render_report` converts executed ``.ipynb`` files to standalone HTML (nbconvert's ``HTMLExporter``,
   figures embedded) in ``reports/html/`` and writes ``index.html`` linking them by title.
-* :func:`results_markdown` turns the ``reports/metrics.json`` dict (:func:`flmlib.metrics.metrics_dict`) into the
-  headline table; :func:`update_readme` writes it between ``<!-- results:start -->`` and ``<!-- results:end -->``
+* :func:`results_markdown` turns ``reports/metrics_detail.json`` (:func:`flmlib.compare.study_metrics`) into one
+  table per test set with every method, with each test set's and each method's caveats from the configuration; :func:`update_readme` writes it between ``<!-- results:start -->`` and ``<!-- results:end -->``
   in ``README.md``, leaving everything outside the markers untouched.
 """
 from __future__ import annotations
@@ -137,96 +137,126 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-#: Entry of ``metrics[test_set]`` holding the detection rate (faces, detected, rate), shared by every method.
+#: Entry of ``detail[test_set]["all"]`` holding the detection rates (shared by every method).
 DETECTION_KEY = "detection"
 
-#: What every reader must know next to the numbers (shown in the report index, the report notebook and the README).
-CAVEATS = (
-    "dlib's shape predictor was trained on 300-W with mirrored images added; whether the HELEN test images were in "
-    "its training set is not documented, so its test_300w numbers may be optimistic.",
-    "The YouTube-Faces keypoints are most likely machine-generated and their jaw line follows a different convention "
-    "from 300-W's: test_youtube is a second, differently-labelled domain, not 300-W ground truth. O-Net was trained on "
-    "that labelling style (YouTube training people) and dlib was not, so part of any O-Net advantage there can be the "
-    "label convention rather than accuracy; the per-region errors separate the jaw from the inner face.",
-    "test_300w = the 300-W re-annotation of the HELEN test subset (230 faces); test_youtube = YouTube-Faces frames of "
-    "held-out people (re-split by person: the original frame split puts every test person in training).",
-    "Faces the HOG detector missed are excluded for every method alike; the detection rate is reported per test set.",
+#: Caveats that hold for every number of the study (method and test-set caveats come from params.yaml).
+GENERAL_CAVEATS = (
+    "Every method gets the same faces with the same box. With detector boxes, faces the HOG detector missed are "
+    "excluded for every method alike; the detection rate is reported per test set (and per yaw bin).",
+    "Bootstrap intervals resample persons (a YouTube person's frames, a 300-W photo's faces count as one unit).",
 )
 
 
-def results_markdown(
-    metrics: Mapping,
-    *,
-    error: str = M.PRIMARY_ERROR,
-    thresholds: Sequence[float] = M.THRESHOLDS,
-    figures: Mapping[str, str] | None = None,
-    notes: Sequence[str] = (),
-) -> str:
-    """The headline results as markdown: one table row per (test set, method), paired differences, CED figures.
+def _auc_cell(values: Mapping, key: str) -> str:
+    cell = _fmt(values.get(key))
+    lo, hi = values.get(f"{key}/ci95_lo"), values.get(f"{key}/ci95_hi")
+    return cell + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+
+
+def _diff_cell(values: Mapping | None, key: str) -> str:
+    if not values or values.get(f"{key}/diff") is None:
+        return "reference" if values is None else "n/a"
+    lo, hi = values[f"{key}/ci95_lo"], values[f"{key}/ci95_hi"]
+    return f"{values[f'{key}/diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def detection_note(test_set: str, rates: Mapping) -> str:
+    """One line on how many faces the detector found in a test set (and per yaw bin)."""
+    if rates.get("detection_rate") is None:
+        return f"{test_set}: no readable face"
+    text = (f"HOG detection (upsample and IoU threshold from params): {rates['detected']} of {rates['readable']} faces "
+            f"({100 * rates['detection_rate']:.1f}%); evaluated: {rates['evaluated']}")
+    if "by_yaw" in rates:
+        text += "; by yaw: " + ", ".join(f"{k} {v['detected']}/{v['readable']} ({_pct(v['detection_rate'])})"
+                                         for k, v in rates["by_yaw"].items())
+    if "by_subset" in rates:
+        text += "; by subset: " + ", ".join(f"{k} {v['detected']}/{v['readable']}" for k, v in rates["by_subset"].items())
+    return text
+
+
+def test_set_markdown(test_set: str, groups: Mapping, *, description: str = "", caveats: Sequence[str] = (),
+                      mapped: Sequence[str] = (), reference: str, error: str = M.PRIMARY_ERROR,
+                      threshold: float = M.THRESHOLDS[0], figure: str | None = None) -> str:
+    """One test set's results: a table with every method (overall, then per subset or yaw bin), its detection rate,
+    its caveats and its CED figure.
 
     Args:
-        metrics: the ``reports/metrics.json`` dict (:func:`flmlib.metrics.metrics_dict`); entries whose name
-            contains ``-minus-`` are paired AUC differences, all others are methods.
-        error: which error the table reports (its normaliser is written in the caption).
-        thresholds: AUC / failure cut-offs to show (must be in the metrics).
-        figures: test set -> relative path of its CED figure (linked below the table).
-        notes: extra markdown lines (e.g. detection rates, caveats) appended as a list.
+        groups: ``detail[test_set]`` of :func:`flmlib.compare.study_metrics` (group -> methods / vs_reference).
+        mapped: methods whose points are mapped from another scheme (their rows say so).
+        reference: the method the paired differences are taken against.
     """
-    label = M.ERROR_LABELS.get(error, error)
-    keys = [M.threshold_key(t) for t in thresholds]
-    header = ["Test set", "Method", "Faces", *[f"AUC@{k}" for k in keys], *[f"Failure@{k}" for k in keys], "Mean", "Median"]
-    lines = [
-        f"Error: **{label}** (`{error}`). AUC = area under the CED up to the threshold, divided by it (higher is "
-        "better); failure = share of faces above the threshold. Brackets: bootstrap 95% intervals (resampling "
-        "persons, so the many frames of one YouTube person count as one unit).",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
-    ]
-    diffs = []
-    for test_set, entries in metrics.items():
-        for method, values in entries.items():
-            if method == DETECTION_KEY:
-                continue
-            if "-minus-" in method:
-                diffs.append((test_set, method, values))
-                continue
-            missing = [f"{error}/auc@{k}" for k in keys if f"{error}/auc@{k}" not in values]
-            if missing:
-                raise KeyError(f"metrics[{test_set!r}][{method!r}] lacks {missing}")
-            aucs = []
-            for k in keys:
-                cell = _fmt(values[f"{error}/auc@{k}"])
-                lo, hi = values.get(f"{error}/auc@{k}/ci95_lo"), values.get(f"{error}/auc@{k}/ci95_hi")
-                if lo is not None and hi is not None:
-                    cell += f" [{lo:.3f}, {hi:.3f}]"
-                aucs.append(cell)
-            fails = [_pct(values[f"{error}/fail@{k}"]) for k in keys]
-            row = [test_set, method, str(values.get("n_faces", "")), *aucs, *fails,
-                   _fmt(values.get(f"{error}/mean"), 4), _fmt(values.get(f"{error}/median"), 4)]
+    k = M.threshold_key(threshold)
+    auc_key = f"{error}/auc@{k}"
+    header = ["Faces", "Method", "N", f"AUC@{k}", f"Failure@{k}", "NME io (68)", "NME io (51 inner)",
+              "NME gt box", f"AUC@{k} − {reference}"]
+    lines = [f"### {test_set}" + (f": {description}" if description else ""), "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    for group, entry in groups.items():
+        for method, values in entry["methods"].items():
+            name = method + (" (mapped)" if method in mapped else "")
+            failed = values.get("n_failed", 0)
+            n = str(values.get("n_faces", "")) + (f" ({failed} unplaced)" if failed else "")
+            vs = None if method == reference else entry["vs_reference"].get(method, {})
+            row = [group, name, n, _auc_cell(values, auc_key), _pct(values.get(f"{error}/fail@{k}")),
+                   _fmt(values.get("nme_interocular/mean"), 4), _fmt(values.get("nme_interocular_inner/mean"), 4),
+                   _fmt(values.get("nme_gtbox/mean"), 4), _diff_cell(vs, auc_key)]
             lines.append("| " + " | ".join(row) + " |")
-    if diffs:
-        lines.append("")
-        for test_set, name, values in diffs:
-            a, b = name.split("-minus-", 1)
-            for k in keys:
-                d = values.get(f"{error}/auc@{k}/diff")
-                if d is None:
-                    continue
-                lo, hi = values[f"{error}/auc@{k}/ci95_lo"], values[f"{error}/auc@{k}/ci95_hi"]
-                lines.append(
-                    f"- {test_set}: AUC@{k} ({error}) of {a} minus {b} = {d:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}] "
-                    f"(paired bootstrap over {values.get('n_faces')} faces"
-                    + (f" resampled as {values['n_resampled_groups']} persons/photos"
-                       if values.get("n_resampled_groups") not in (None, values.get("n_faces")) else "")
-                    + f", {values.get('n_resamples')} resamples)"
-                )
-    if notes:
-        lines.append("")
-        lines.extend(f"- {n}" for n in notes)
-    for test_set, path in (figures or {}).items():
-        lines += ["", f"![CED on {test_set} ({error})]({path})"]
+    lines.append("")
+    if DETECTION_KEY in groups.get("all", {}):
+        lines.append(f"- {detection_note(test_set, groups['all'][DETECTION_KEY])}")
+    lines.extend(f"- {c}" for c in caveats)
+    if figure:
+        lines += ["", f"![CED on {test_set} ({error})]({figure})"]
     return "\n".join(lines) + "\n"
+
+
+def results_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR, threshold: float = M.THRESHOLDS[0],
+                     figures: Mapping[str, str] | None = None, order: Sequence[str] | None = None) -> str:
+    """The study's results as markdown: how to read the tables, one section per test set (:func:`test_set_markdown`),
+    then every method's training data and caveats from its spec.
+
+    Args:
+        detail: ``reports/metrics_detail.json`` (:func:`flmlib.compare.study_metrics` plus detection rates).
+        study: the loaded configuration (:func:`flmlib.config.load_config`): test set descriptions and caveats,
+            method specs, the reference method.
+        figures: test set -> path of its CED figure, relative to where the markdown is shown.
+        order: test sets in the order to show (default: as in ``detail``).
+    """
+    k = M.threshold_key(threshold)
+    specs = {m: study.method_spec(m) for m in study.method_ids}
+    mapped = [m for m, s in specs.items() if s.mapped]
+    lines = [
+        f"AUC@{k} and Failure@{k}: of **{M.ERROR_LABELS.get(error, error)}** (`{error}`), the area under the CED up "
+        "to the threshold divided by it (higher is better) and the share of faces above it. NME (68) and NME (51 "
+        "inner): mean point error / inter-ocular distance (outer eye corners 36, 45) over all 68 points and over the "
+        "51 inner points (17-67, no jaw); NME gt box: mean point error / sqrt(w·h) of the annotated points' box, the "
+        "usual normaliser on AFLW2000-3D (the inter-ocular distance collapses on profile faces). NMEs are means over "
+        "the faces a method placed; AUC and failure rate count an unplaced face as a failure. Brackets: bootstrap 95% intervals; the last column is the paired bootstrap "
+        f"difference of AUC@{k} against the reference method, **{study.reference}**. A face a method could not place "
+        "is a failure for it (\"unplaced\").",
+        "",
+    ]
+    for test_set in order or list(detail):
+        config = study.test_sets[test_set]
+        lines.append(test_set_markdown(test_set, detail[test_set], description=config.description,
+                                       caveats=config.caveats, mapped=mapped, reference=study.reference,
+                                       error=error, threshold=threshold, figure=(figures or {}).get(test_set)))
+    lines.append("### Methods")
+    lines.append("")
+    for method, spec in specs.items():
+        lines.append(f"- **{method}** ({spec.kind}{', points mapped' if spec.mapped else ''}): trained on "
+                     f"{spec.trained_on or 'n/a'}." + "".join(f" {c}" for c in spec.caveats))
+    lines.extend(f"- {c}" for c in GENERAL_CAVEATS)
+    return "\n".join(lines) + "\n"
+
+
+def study_caveats(study) -> list[str]:
+    """Every caveat of the study: the general ones, each test set's and each method's (for the report index)."""
+    out = list(GENERAL_CAVEATS)
+    out += [f"{ts}: {c}" for ts, config in study.test_sets.items() for c in config.caveats]
+    out += [f"{m}: {c}" for m in study.method_ids for c in study.method_spec(m).caveats]
+    return out
 
 
 def replace_marked_block(text: str, content: str, *, source: str = "text") -> str:
@@ -280,12 +310,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flmlib.report", description=main.__doc__)
     parser.add_argument("notebooks", nargs="+", help="executed notebooks, in stage order")
     parser.add_argument("--out", required=True, help="output folder for the HTML pages and index.html")
-    parser.add_argument("--title", default="flm-study: O-Net vs dlib, 68-point landmarks")
+    parser.add_argument("--title", default="flm-study: 68-point landmarkers compared")
+    parser.add_argument("--params", default="params.yaml", help="the study configuration (for the caveats)")
     args = parser.parse_args(argv)
     missing = [n for n in args.notebooks if not Path(n).is_file()]
     if missing:
         parser.error(f"notebook(s) not found: {', '.join(missing)}")
-    index = render_report(args.notebooks, args.out, title=args.title, notes=CAVEATS)
+    from flmlib.config import load_config
+
+    index = render_report(args.notebooks, args.out, title=args.title, notes=study_caveats(load_config(args.params)))
     print(f"wrote {index}")
     return 0
 

@@ -1,6 +1,7 @@
 """Training loop for the landmark regressors: data in memory, batch augmentation, checkpoints, DVCLive logs.
 
-A run is described by a :class:`TrainConfig` (built by the training notebook from params.yaml's ``train`` section).
+A run is described by a :class:`TrainConfig` (:func:`config_for_model` builds it from params.yaml's ``train``
+section, the model's entry and its recipe).
 It trains on ``prepared/train.npz``, validates every epoch on ``prepared/val.npz`` (a split of the training data,
 never a test set) and
 
@@ -28,6 +29,7 @@ import torch
 
 from flmlib.augment import AugmentConfig, augment
 from flmlib.crops import box_units_to_image, crop_to_box_units
+from flmlib.device import resolve_device
 from flmlib.metrics import nme_interocular, rmse_box
 from flmlib.losses import build_loss
 from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model, init_mean_shape
@@ -133,49 +135,30 @@ class TrainConfig:
         return [name for name, on in (("300w", self.use_300w), ("youtube", self.use_youtube)) if on]
 
 
-NAMED_KEYS = ("epochs", "optimizer", "lr", "schedule", "lr_steps", "momentum", "weight_decay", "loss")
+def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainConfig:
+    """The training run of ``models.<model_id>`` in a loaded study configuration (:func:`flmlib.config.load_config`).
 
-
-def config_from_params(
-    config: str,
-    configs: dict[str, dict],
-    epochs: int = 0,
-    wing_w: float = 0.1,
-    wing_epsilon: float = 0.02,
-    smooth_l1_beta: float = 0.02,
-    aug_flip: float = 0.5,
-    aug_shift: float = 0.05,
-    aug_scale: float = 0.1,
-    aug_rotate: float = 15.0,
-    aug_brightness: float = 0.1,
-    aug_contrast: float = 0.2,
-    **shared,
-) -> TrainConfig:
-    """Build the run's config from params.yaml's ``train`` section as the notebook receives it.
-
-    Args:
-        config: name of the configuration to run (``fast`` or ``faithful``), a key of ``configs``.
-        configs: name -> that configuration's optimisation keys (:data:`NAMED_KEYS`).
-        epochs: 0 keeps the configuration's own epochs; > 0 overrides them (smoke runs). The lr schedule is not
-            rescaled: a shortened ``faithful`` run never reaches its lr steps.
-        wing_w, wing_epsilon, smooth_l1_beta: loss lengths in box units, used by the loss that needs them.
-        aug_*: augmentation strengths (:class:`flmlib.augment.AugmentConfig`, 0 = off).
-        shared: the remaining :class:`TrainConfig` fields (model, init_mean_shape, batch_size, use_300w,
-            use_youtube, augment, seed, device, threads).
+    Its recipe (``train.recipes.<recipe>``) gives the optimisation, ``train`` the shared knobs and the model entry its
+    architecture. ``epochs`` (default ``train.epochs``) > 0 overrides the recipe's epochs (smoke runs); the lr
+    schedule is not rescaled, so a shortened ``faithful`` run never reaches its lr steps.
     """
-    if config not in configs:
-        raise ValueError(f"train config {config!r} is not one of the named configurations {sorted(configs)}")
-    named = dict(configs[config])
-    unknown = set(named) - set(NAMED_KEYS)
-    if unknown:
-        raise ValueError(f"configuration {config!r} has unknown keys {sorted(unknown)}; allowed: {NAMED_KEYS}")
-    if int(epochs) > 0:
-        named["epochs"] = int(epochs)
-    loss_params = {"mse": {}, "wing": {"w": wing_w, "epsilon": wing_epsilon}, "smooth_l1": {"beta": smooth_l1_beta}}
-    augmentation = AugmentConfig(flip=aug_flip, shift=aug_shift, scale=aug_scale, rotate=aug_rotate,
-                                 brightness=aug_brightness, contrast=aug_contrast)
-    return TrainConfig(**named, loss_params=loss_params.get(named.get("loss", "mse"), {}), augmentation=augmentation,
-                       **shared)
+    if model_id not in study.models:
+        raise KeyError(f"unknown model {model_id!r}; params.yaml lists {sorted(study.models)}")
+    shared, model = study.train, study.models[model_id]
+    named = study.train.recipes[model.recipe].model_dump()
+    epochs = shared.epochs if epochs is None else int(epochs)
+    if epochs > 0:
+        named["epochs"] = epochs
+    loss_params = {"mse": {}, "wing": {"w": shared.wing_w, "epsilon": shared.wing_epsilon},
+                   "smooth_l1": {"beta": shared.smooth_l1_beta}}[named["loss"]]
+    augmentation = AugmentConfig(flip=shared.aug_flip, shift=shared.aug_shift, scale=shared.aug_scale,
+                                 rotate=shared.aug_rotate, brightness=shared.aug_brightness,
+                                 contrast=shared.aug_contrast)
+    return TrainConfig(**named, loss_params=loss_params, augmentation=augmentation, model=model.architecture,
+                       model_params=dict(model.architecture_kwargs), init_mean_shape=shared.init_mean_shape,
+                       precision=shared.precision, batch_size=shared.batch_size, use_300w=shared.use_300w,
+                       use_youtube=shared.use_youtube, augment=shared.augment, seed=shared.seed,
+                       device=shared.device, threads=shared.threads)
 
 
 # --------------------------------------------------------------------------------------------------------- data
@@ -256,13 +239,6 @@ def load_training_split(path: str | Path, sources: list[str]) -> Split:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other names pass through."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def set_threads(threads: int) -> int:

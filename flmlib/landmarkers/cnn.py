@@ -1,30 +1,20 @@
-"""Landmarkers: given an image and face boxes, return 68 points per face in image pixels.
+"""A landmark CNN trained by the study, behind the landmarker interface (:mod:`flmlib.landmarkers.base`).
 
-Two methods share one interface, so the predictor, the CLI, the comparison and the benchmark use them the same way:
+:class:`CNNLandmarker` runs any network of :mod:`flmlib.models` from a model file written by
+:func:`flmlib.train.save_model` (``models/<id>.pt``) or an ONNX export. The model file carries its own input spec
+(``input_size``, ``crop_size``, ``context_factor``, pixel normalisation), so nothing here is specific to O-Net. The
+runtime is PyTorch (eager or ``torch.compile``) or ONNX Runtime.
 
-* :class:`DlibShapePredictor` (name ``"dlib"``): dlib's ensemble of regression trees,
-  ``shape_predictor_68_face_landmarks.dat`` from the ``face-recognition-models`` package.
-* :class:`ONetLandmarker` (name ``"onet"``): the study's O-Net, loaded from a model file written by
-  :func:`flmlib.train.save_model` (``models/onet.pt``), run with PyTorch (eager or ``torch.compile``) or ONNX Runtime.
-
-Every landmarker has ``name``, ``predict(image, boxes)`` and ``predict_batch(images, boxes_list)``:
-
-* ``image``: ``(H, W, 3) uint8`` RGB;
-* ``boxes``: ``(K, 4)`` float face boxes, ``(x0, y0, x1, y1)`` edges in image pixels (:mod:`flmlib.crops`);
-* result: ``(K, 68, 2) float32`` landmarks, 0-based image pixels (pixel centres at integers).
-
-O-Net's preprocessing is the training code's evaluation path. Training sees :func:`flmlib.crops.crop_context`
-crops (``crop_size``, ``context_factor`` from the model file) and, without augmentation, the face box resampled to the
-network input (:func:`flmlib.augment.central_box`); :meth:`ONetLandmarker.predict_context_crops` runs exactly that on
-prepared crops (the compare stage). From an image, when the box covers ``input_size`` whole pixels of the context crop
-(the study's 96 px crop at factor 2, 48 px input), :meth:`ONetLandmarker.predict` cuts the network input straight
-from the image instead: the same sample positions, a quarter of the pixels, equal to within one grey level. The
-model normalises its pixels itself; its box-unit output goes back to image pixels with
-:func:`flmlib.crops.box_units_to_image`.
+Preprocessing is the training code's evaluation path. Training sees :func:`flmlib.crops.crop_context` crops
+(``crop_size``, ``context_factor`` from the model file) and, without augmentation, the face box resampled to the
+network input (:func:`flmlib.augment.central_box`); :meth:`CNNLandmarker.predict_context_crops` runs exactly that on
+prepared crops. From an image, when the box covers ``input_size`` whole pixels of the context crop (the study's 96 px
+crop at factor 2, 48 px input), :meth:`CNNLandmarker.predict` cuts the network input straight from the image instead:
+the same sample positions, a quarter of the pixels, equal to within one grey level. The model normalises its pixels
+itself; its box-unit output goes back to image pixels with :func:`flmlib.crops.box_units_to_image`.
 """
 from __future__ import annotations
 
-import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,10 +23,11 @@ import numpy as np
 import torch
 
 from flmlib.augment import central_box
-from flmlib.crops import box_to_dlib, box_units_to_image, crop_context
+from flmlib.crops import box_units_to_image, crop_context
 from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, load_trained
 from flmlib.paths import project_path
-from flmlib.train import resolve_device
+from flmlib.device import resolve_device
+from flmlib.landmarkers.base import MethodSpec, check_batch, check_boxes, check_image
 
 N_POINTS = 68
 #: Where the study's trained O-Net lives (relative to the project root).
@@ -45,90 +36,10 @@ BACKENDS = ("torch", "compile", "onnx")
 #: ``bf16`` runs the torch backends under ``torch.autocast`` (bfloat16 convolutions and matmuls, float32 output):
 #: faster on CPUs with AVX-512 BF16 / AMX, at the cost of ~1e-3 box units of rounding (the benchmark measures it).
 PRECISIONS = ("fp32", "bf16")
-DLIB_MODEL_FILE = "models/shape_predictor_68_face_landmarks.dat"
 #: Context factor of a crop that is the face box itself (the network input, cut straight from the image).
 BOX_ONLY = 1.0
 #: Below this many faces per thread, handing crops to a thread pool costs more than it saves.
 MIN_FACES_PER_CROP_THREAD = 16
-
-
-# ------------------------------------------------------------------------------------------------- input checks
-
-
-def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """``(H, W, 3) uint8`` RGB as a C-contiguous array; anything else raises ``ValueError`` naming ``what``."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"{what} must be an (H, W, 3) uint8 RGB array, got {desc}")
-    return np.ascontiguousarray(image)
-
-
-def check_boxes(boxes, what: str = "boxes") -> np.ndarray:
-    """``(K, 4)`` finite boxes with positive width and height as float32; else ``ValueError`` naming the box."""
-    boxes = np.asarray(boxes, np.float32)
-    if boxes.size == 0:
-        return np.zeros((0, 4), np.float32)
-    if boxes.ndim == 1 and boxes.shape == (4,):
-        boxes = boxes[None]
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{what} must be (K, 4) box edges (x0, y0, x1, y1), got shape {boxes.shape}")
-    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what}[{i}] = {boxes[i].tolist()} is not a box with finite edges and positive size")
-    return boxes
-
-
-# ------------------------------------------------------------------------------------------------------- dlib
-
-
-def dlib_model_path() -> Path:
-    """Path of ``shape_predictor_68_face_landmarks.dat`` inside the installed ``face_recognition_models`` package.
-
-    The package is located without importing it: its ``__init__`` imports ``pkg_resources``, which current
-    setuptools no longer ships.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package face-recognition-models is not installed (it ships dlib's 68-point model)")
-    path = Path(list(spec.submodule_search_locations)[0]) / DLIB_MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: dlib's 68-point shape predictor model is missing")
-    return path
-
-
-class DlibShapePredictor:
-    """dlib's 68-point shape predictor (Kazemi & Sullivan's regression-tree cascade) behind the landmarker interface.
-
-    dlib returns integer part coordinates that are pixel centres, 0-based, so they are image pixels as they are.
-    It works one face at a time; ``predict_batch`` is a plain loop.
-    """
-
-    name = "dlib"
-
-    def __init__(self, model_path: str | Path | None = None):
-        import dlib
-
-        self.model_path = Path(model_path) if model_path is not None else dlib_model_path()
-        if not self.model_path.is_file():
-            raise FileNotFoundError(f"{self.model_path}: dlib shape predictor model not found")
-        self._predictor = dlib.shape_predictor(str(self.model_path))
-
-    def predict(self, image: np.ndarray, boxes) -> np.ndarray:
-        """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
-        image = check_image(image)
-        boxes = check_boxes(boxes)
-        out = np.empty((len(boxes), N_POINTS, 2), np.float32)
-        for i, box in enumerate(boxes):
-            shape = self._predictor(image, box_to_dlib(box))
-            out[i] = [(p.x, p.y) for p in shape.parts()]
-        return out
-
-    def predict_batch(self, images: Sequence[np.ndarray], boxes_list: Sequence) -> list[np.ndarray]:
-        """Many images, each with its ``(K_i, 4)`` boxes -> list of ``(K_i, 68, 2) float32`` image pixels."""
-        if len(images) != len(boxes_list):
-            raise ValueError(f"{len(images)} images but {len(boxes_list)} box arrays")
-        return [self.predict(image, boxes) for image, boxes in zip(images, boxes_list)]
 
 
 # ------------------------------------------------------------------------------------------------------ O-Net
@@ -155,8 +66,8 @@ def check_model_config(config: dict, source: str) -> dict:
     return config
 
 
-class ONetLandmarker:
-    """The study's O-Net behind the landmarker interface, batched.
+class CNNLandmarker:
+    """A trained landmark CNN behind the landmarker interface, batched.
 
     Args:
         model: the trained network (eval mode), or ``None`` with the ``onnx`` backend.
@@ -170,13 +81,14 @@ class ONetLandmarker:
         forward: replaces the model call of the torch backends (the benchmark times layout variants with it); it
             must compute exactly what ``model`` computes.
         precision: ``fp32`` or ``bf16`` (torch backends only; see :data:`PRECISIONS`).
+        spec: the method's spec (its id names the predictions); default: a spec named after the model file's
+            architecture.
     """
-
-    name = "onet"
 
     def __init__(self, model: torch.nn.Module | None, config: dict, backend: str = "torch",
                  device: str | torch.device = "cpu", batch_size: int = 256, session=None, source: str = "model",
-                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None, precision: str = "fp32"):
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None, precision: str = "fp32",
+                 spec: MethodSpec | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
         if precision not in PRECISIONS or (precision != "fp32" and backend == "onnx"):
@@ -185,10 +97,11 @@ class ONetLandmarker:
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         if backend == "onnx" and session is None:
-            raise ValueError("the onnx backend needs an onnxruntime session (use ONetLandmarker.from_checkpoint)")
+            raise ValueError("the onnx backend needs an onnxruntime session (use CNNLandmarker.from_checkpoint)")
         if backend != "onnx" and model is None:
             raise ValueError(f"the {backend} backend needs a torch model")
         self.config = check_model_config(config, source)
+        self.spec = spec if spec is not None else MethodSpec(id=str(config["model"]), kind="cnn")
         self.backend, self.batch_size, self.source, self.precision = backend, batch_size, source, precision
         self._crop_pool: ThreadPoolExecutor | None = None
         self._crop_pool_size = 0
@@ -206,9 +119,15 @@ class ONetLandmarker:
         elif backend == "compile":
             self._forward = torch.compile(self.model)
 
+    @property
+    def name(self) -> str:
+        """The method id (``spec.id``)."""
+        return self.spec.id
+
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str = "auto", backend: str = "torch",
-                        batch_size: int = 256, threads: int | None = None, precision: str = "fp32") -> "ONetLandmarker":
+                        batch_size: int = 256, threads: int | None = None, precision: str = "fp32",
+                        spec: MethodSpec | None = None) -> "CNNLandmarker":
         """Load a model file written by :func:`flmlib.train.save_model` (relative paths: from the project root).
 
         With ``backend="onnx"`` the network is exported to ONNX in memory (:func:`flmlib.export.onnx_bytes`) and
@@ -227,10 +146,11 @@ class ONetLandmarker:
             session = onnx_session(onnx_bytes(model, config), threads=threads)
             model = None
         return cls(model, config, backend=backend, device=device, batch_size=batch_size, session=session,
-                   source=str(path), precision=precision)
+                   source=str(path), precision=precision, spec=spec)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, batch_size: int = 256, threads: int | None = None) -> "ONetLandmarker":
+    def from_onnx(cls, path: str | Path, batch_size: int = 256, threads: int | None = None,
+                  spec: MethodSpec | None = None) -> "CNNLandmarker":
         """Load an ONNX file written by :func:`flmlib.export.export_onnx` (it carries the model config)."""
         from flmlib.export import onnx_config, onnx_session
 
@@ -238,7 +158,7 @@ class ONetLandmarker:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ONNX model file not found")
         return cls(None, onnx_config(path), backend="onnx", batch_size=batch_size,
-                   session=onnx_session(path.read_bytes(), threads=threads), source=str(path))
+                   session=onnx_session(path.read_bytes(), threads=threads), source=str(path), spec=spec)
 
     # -- the pieces of the pipeline, public so the benchmark can time them separately
 
@@ -308,7 +228,7 @@ class ONetLandmarker:
         if bad.any():
             faces = np.flatnonzero(bad)
             raise ValueError(
-                f"O-Net ({self.source}) gave non-finite landmarks for face index {int(faces[0])}"
+                f"{self.name} ({self.source}) gave non-finite landmarks for face index {int(faces[0])}"
                 + (f" and {len(faces) - 1} more ({faces[:10].tolist()})" if len(faces) > 1 else "")
                 + f" of {len(boxes)}; the model weights may be broken"
             )
@@ -398,10 +318,7 @@ class ONetLandmarker:
 
         Returns a list of ``(K_i, 68, 2) float32`` image pixels.
         """
-        if len(images) != len(boxes_list):
-            raise ValueError(f"{len(images)} images but {len(boxes_list)} box arrays")
-        boxes_list = [check_boxes(b, f"boxes of image {i}") for i, b in enumerate(boxes_list)]
-        images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
+        images, boxes_list = check_batch(images, boxes_list)
         counts = [len(b) for b in boxes_list]
         if sum(counts) == 0:
             return [np.zeros((0, N_POINTS, 2), np.float32) for _ in counts]
@@ -413,32 +330,15 @@ class ONetLandmarker:
         return np.split(self.points_from_inputs(inputs, boxes), np.cumsum(counts)[:-1])
 
 
-# ---------------------------------------------------------------------------------------------------- registry
+# ------------------------------------------------------------------------------------------------------ build
 
 
-def _build_onet(checkpoint: str | Path = DEFAULT_CHECKPOINT, **kwargs) -> ONetLandmarker:
+def build(spec: MethodSpec, checkpoint: str | Path = DEFAULT_CHECKPOINT, **kwargs) -> CNNLandmarker:
+    """The landmarker of ``spec`` from ``checkpoint``: a ``.pt`` model file (kwargs: ``device``, ``backend``,
+    ``batch_size``, ``threads``, ``precision``) or an exported ``.onnx`` (kwargs: ``batch_size``, ``threads``)."""
     if str(checkpoint).endswith(".onnx"):
         kwargs.pop("backend", None), kwargs.pop("device", None)
         if kwargs.pop("precision", "fp32") != "fp32":
             raise ValueError(f"{checkpoint}: an ONNX model runs in fp32 only")
-        return ONetLandmarker.from_onnx(checkpoint, **kwargs)
-    return ONetLandmarker.from_checkpoint(checkpoint, **kwargs)
-
-
-def _build_dlib(model_path: str | Path | None = None) -> DlibShapePredictor:
-    return DlibShapePredictor(model_path)
-
-
-LANDMARKERS: dict[str, Callable[..., object]] = {"onet": _build_onet, "dlib": _build_dlib}
-
-
-def build_landmarker(name: str, **kwargs):
-    """A landmarker by name: ``onet`` (kwargs: ``checkpoint`` — a ``.pt`` model file or an exported ``.onnx`` —,
-    ``device``, ``backend``, ``batch_size``, ``threads``, ``precision``) or ``dlib`` (kwarg: ``model_path``).
-
-    Raises:
-        ValueError: unknown name (the message lists the known ones).
-    """
-    if name not in LANDMARKERS:
-        raise ValueError(f"unknown landmarker {name!r}; known: {sorted(LANDMARKERS)}")
-    return LANDMARKERS[name](**kwargs)
+        return CNNLandmarker.from_onnx(checkpoint, spec=spec, **kwargs)
+    return CNNLandmarker.from_checkpoint(checkpoint, spec=spec, **kwargs)

@@ -1,0 +1,260 @@
+"""The study's configuration: ``params.yaml`` read whole into typed, validated sections by one loader.
+
+    >>> from flmlib.config import load_config
+    >>> study = load_config("params.yaml")
+    >>> study.prepare.upsample, list(study.test_sets), study.reference
+    (1, ['test_300w_common', 'test_aflw2000', 'test_aflw2000_lmbox', 'test_youtube'], 'dlib')
+
+Sections (one per stage kind, so each DVC stage names exactly the sections it reads):
+
+* ``data``, ``prepare``: the raw data and the prepare stage (detection, matching, crops).
+* ``test_sets``: id -> :class:`TestSet` (which faces, which boxes, how results are broken down, caveats).
+* ``train``: the knobs every training run shares, and the named ``recipes`` (optimiser and schedule).
+* ``models``: id -> :class:`Model`, the networks the study trains (one ``train@<id>`` stage each). Each is also a
+  compared method with the same id (kind ``cnn``, one ``predict_model@<id>-<test set>`` stage each).
+* ``methods``: id -> :class:`Method`, the compared landmarkers that come with their own weights (dlib, MediaPipe;
+  one ``predict@<method>-<test set>`` stage each).
+* ``reference``: the method every other is compared against (paired differences).
+* ``compare``, ``report``: the evaluation and the report.
+
+A bad value raises :class:`ConfigError` naming the file and the key (``params.yaml: prepare.upsample: ...``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flmlib.landmarkers.base import POINT_SCHEMES, MethodSpec
+from flmlib.paths import PROJECT_ROOT
+
+DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+#: Data sources: 300-W (``.pts``), YouTube-Faces frames (CSV), AFLW2000-3D (CSV with yaw/pitch/roll).
+SOURCES = ("300w", "youtube", "aflw2000")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos until proven otherwise; sections are read-only once loaded.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Data(_Section):
+    root: str = "data"
+    seed: int = 0
+    youtube_test_share: float = Field(0.2, gt=0, lt=1)
+    val_share: float = Field(0.1, ge=0, lt=1)
+    skip_bad_files: bool = False
+
+
+class Prepare(_Section):
+    upsample: int = Field(1, ge=0)
+    iou_threshold: float = Field(0.3, gt=0, le=1)
+    train_fallback_box: bool = True
+    crop_size: int = Field(96, ge=8)
+    context_factor: float = Field(2.0, ge=1)
+    workers: int = Field(2, ge=0)
+    limit: int = Field(0, ge=0)
+    sheet_faces: int = Field(24, ge=0)
+
+
+class TestSet(_Section):
+    """One test set: faces of ``source`` held out from training (``subsets`` narrows 300-W to named subsets).
+
+    ``boxes``: ``detector`` (faces the HOG detector found, with its box; misses are counted) or ``landmarks`` (every
+    face, with a box derived from its annotated points by the prepare stage's fitted fallback model, so
+    landmarking is compared apart from detection). ``breakdown``: rows per ``subset`` or per ``yaw`` bin besides the
+    overall one; ``yaw_bins`` are the |yaw| edges in degrees.
+    """
+
+    source: Literal["300w", "youtube", "aflw2000"]
+    subsets: tuple[str, ...] = ()
+    boxes: Literal["detector", "landmarks"] = "detector"
+    breakdown: Literal["none", "subset", "yaw"] = "none"
+    yaw_bins: tuple[float, ...] = (30.0, 60.0)
+    description: str = ""
+    caveats: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.source == "300w" and not self.subsets:
+            raise ValueError("a 300-W test set names its subsets (e.g. [helen/testset, lfpw/testset])")
+        if list(self.yaw_bins) != sorted(set(self.yaw_bins)) or any(b <= 0 for b in self.yaw_bins):
+            raise ValueError(f"yaw_bins {list(self.yaw_bins)} must be positive and increasing")
+        return self
+
+
+class Recipe(_Section):
+    """How a model is optimised (see :class:`flmlib.train.TrainConfig` for the meaning of each key)."""
+
+    epochs: int = Field(ge=1)
+    optimizer: Literal["sgd", "adamw"]
+    lr: float = Field(gt=0)
+    schedule: Literal["step", "onecycle", "cosine"]
+    lr_steps: str = ""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    loss: Literal["mse", "wing", "smooth_l1"]
+
+
+class Train(_Section):
+    """Knobs every training run shares. ``epochs`` > 0 overrides every recipe's epochs (smoke runs)."""
+
+    epochs: int = Field(0, ge=0)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = Field(1, ge=0)
+    init_mean_shape: bool = True
+    figure_faces: int = Field(4, ge=1)
+    batch_size: int = Field(64, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    use_300w: bool = True
+    use_youtube: bool = True
+    wing_w: float = Field(0.1, gt=0)
+    wing_epsilon: float = Field(0.02, gt=0)
+    smooth_l1_beta: float = Field(0.02, gt=0)
+    augment: bool = True
+    aug_flip: float = Field(0.5, ge=0, le=1)
+    aug_shift: float = Field(0.05, ge=0)
+    aug_scale: float = Field(0.1, ge=0)
+    aug_rotate: float = Field(15.0, ge=0)
+    aug_brightness: float = Field(0.1, ge=0)
+    aug_contrast: float = Field(0.2, ge=0)
+    recipes: dict[str, Recipe]
+
+
+class Model(_Section):
+    """A network the study trains: ``architecture`` from :data:`flmlib.models.MODELS`, trained with ``recipe``."""
+
+    architecture: str
+    architecture_kwargs: dict[str, Any] = {}
+    recipe: str
+    description: str = ""
+    trained_on: str = ""
+    caveats: tuple[str, ...] = ()
+    options: dict[str, Any] = {}   # keyword arguments of the cnn landmarker (backend, batch_size, ...)
+
+
+class Method(_Section):
+    """A compared landmarker (fields as in :class:`flmlib.landmarkers.base.MethodSpec`)."""
+
+    kind: str
+    points: str = "ibug68"
+    needs_box: bool = True
+    trained_on: str = ""
+    caveats: tuple[str, ...] = ()
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.points not in POINT_SCHEMES:
+            raise ValueError(f"points={self.points!r}; choose one of {list(POINT_SCHEMES)}")
+        return self
+
+
+class Compare(_Section):
+    n_resamples: int = Field(2000, ge=10)
+    seed: int = 0
+    region_normaliser: Literal["interocular", "interpupil", "gtbox", "box"] = "interocular"
+    limit: int = Field(0, ge=0)
+
+
+class Report(_Section):
+    examples: int = Field(12, ge=0)
+    worst: int = Field(6, ge=0)
+    seed: int = 0
+
+
+class Study(_Section):
+    """The whole of ``params.yaml``."""
+
+    data: Data
+    prepare: Prepare
+    test_sets: dict[str, TestSet]
+    train: Train
+    models: dict[str, Model]
+    methods: dict[str, Method]
+    reference: str
+    compare: Compare
+    report: Report
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.test_sets:
+            raise ValueError("test_sets: at least one test set is needed")
+        for model_id, model in self.models.items():
+            if model.recipe not in self.train.recipes:
+                raise ValueError(f"models.{model_id}.recipe: {model.recipe!r} is not one of train.recipes "
+                                 f"{sorted(self.train.recipes)}")
+        both = set(self.models) & set(self.methods)
+        if both:
+            raise ValueError(f"methods: ids {sorted(both)} are also models (a trained model is already a method)")
+        if self.reference not in self.method_ids:
+            raise ValueError(f"reference: {self.reference!r} is not one of the methods {self.method_ids}")
+        return self
+
+    @property
+    def method_ids(self) -> list[str]:
+        """Every compared method: the trained models, then the methods with their own weights."""
+        return [*self.models, *self.methods]
+
+    def method_spec(self, method_id: str) -> MethodSpec:
+        """The :class:`MethodSpec` of a model or method id (``KeyError`` naming the known ids)."""
+        if method_id in self.models:
+            m = self.models[method_id]
+            return MethodSpec(id=method_id, kind="cnn", trained_on=m.trained_on, caveats=tuple(m.caveats),
+                              model=method_id, options={"checkpoint": self.model_path(method_id), **m.options})
+        if method_id not in self.methods:
+            raise KeyError(f"unknown method {method_id!r}; params.yaml lists {self.method_ids}")
+        m = self.methods[method_id]
+        return MethodSpec(id=method_id, kind=m.kind, points=m.points, needs_box=m.needs_box, trained_on=m.trained_on,
+                          caveats=tuple(m.caveats), options=dict(m.options))
+
+    def test_set(self, test_set_id: str) -> TestSet:
+        """``test_sets.<id>`` (``KeyError`` naming the known ids)."""
+        if test_set_id not in self.test_sets:
+            raise KeyError(f"unknown test set {test_set_id!r}; params.yaml lists {sorted(self.test_sets)}")
+        return self.test_sets[test_set_id]
+
+    def model_path(self, model_id: str) -> str:
+        """Where ``train@<model_id>`` writes the trained model, relative to the project root."""
+        return f"models/{model_id}.pt"
+
+
+def _location(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def parse_config(raw: dict, source: str = "params") -> Study:
+    """Validate an already-read params mapping; errors name ``source`` and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{_location(e)}: {e['msg']} (got {e.get('input')!r})" if e["type"] != "missing"
+                 else f"{_location(e)}: missing" for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> Study:
+    """Read and validate a params file (relative paths: from the project root).
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a value is invalid (the message names the key).
+    """
+    path = Path(path)
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(raw, str(path))
