@@ -21,18 +21,65 @@ A bad value raises :class:`ConfigError` naming the file and the key (``params.ya
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flmlib.landmarkers.base import POINT_SCHEMES, MethodSpec
 from flmlib.paths import PROJECT_ROOT
 
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
 #: Data sources: 300-W (``.pts``), YouTube-Faces frames (CSV), AFLW2000-3D (CSV with yaw/pitch/roll).
 SOURCES = ("300w", "youtube", "aflw2000")
+#: A kind is a module of flmlib.landmarkers (``cnn``) or the dotted path of a module elsewhere (a plug-in package).
+_KIND = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+
+
+#: Point schemes a method can report in. ``ibug68``: the 68 iBUG points themselves; ``mapped``: points mapped from
+#: another scheme (e.g. a 468-vertex mesh), so some rows follow another definition (the face oval is not iBUG's jaw).
+POINT_SCHEMES = ("ibug68", "mapped")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A compared method, as ``params.yaml`` describes it (``methods.<id>``).
+
+    Attributes:
+        id: the method id (key of its predictions, metrics and figures).
+        kind: the module that builds it with its ``build(spec, **options)``: a module of :mod:`flmlib.landmarkers`
+            (``cnn``, ``dlib_predictor``, ``mediapipe_mesh``) or a dotted module path outside flmlib (a plug-in).
+        points: :data:`POINT_SCHEMES` entry.
+        needs_box: whether it places points inside a given face box (every method here does; the comparison gives
+            every method the same box).
+        trained_on: where its training data came from, in words (shown in the report).
+        caveats: sentences the report prints next to this method's numbers.
+        model: id of the study-trained model it runs (``models.<id>`` in params.yaml), if any.
+        options: keyword arguments for the kind's ``build``.
+    """
+
+    id: str
+    kind: str
+    points: str = "ibug68"
+    needs_box: bool = True
+    trained_on: str = ""
+    caveats: tuple[str, ...] = ()
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not _KIND.match(self.kind):
+            raise ValueError(f"method {self.id!r}: kind={self.kind!r} must name a module (of flmlib.landmarkers, or a"
+                             " dotted module path)")
+        if self.points not in POINT_SCHEMES:
+            raise ValueError(f"method {self.id!r}: points={self.points!r}; choose one of {POINT_SCHEMES}")
+
+    @property
+    def mapped(self) -> bool:
+        """True when the points are mapped from another scheme (report rows are flagged 'mapped')."""
+        return self.points == "mapped"
 
 
 class ConfigError(ValueError):

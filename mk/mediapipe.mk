@@ -8,6 +8,9 @@
 # do not clash with the main Makefile's. The lock is deliberately partial (unused dependencies of mediapipe are left
 # out), hence --no-deps; the last step fails the build if Face Mesh cannot be imported.
 
+# Whether included before or after the main Makefile's first target, this file leaves the default goal alone.
+MP_DEFAULT_GOAL := $(.DEFAULT_GOAL)
+
 MP_PYTHON ?= python3.11
 MP_VENV   := .venv-mediapipe
 MP_BIN    := $(MP_VENV)/bin
@@ -19,3 +22,5 @@ $(MP_STAMP): $(MP_LOCK)
 	$(MP_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r $(MP_LOCK)
 	$(MP_BIN)/python -c "import mediapipe.python.solutions.face_mesh"
 	touch $(MP_STAMP)
+
+.DEFAULT_GOAL := $(MP_DEFAULT_GOAL)

@@ -29,7 +29,7 @@ def setup(tmp_path_factory, data_root):
             boxes.append(found[0])
         if len(rows) == 3:
             break
-    np.savez(prepared / "test_300w.npz", boxes=np.stack(boxes), face_id=np.array([r["face_id"] for r in rows]))
+    np.savez(prepared / "test_300w_common.npz", boxes=np.stack(boxes), face_id=np.array([r["face_id"] for r in rows]))
     pd.DataFrame(rows).to_csv(prepared / "faces.csv", index=False)
     torch.manual_seed(0)
     model = build_model("onet")
@@ -82,11 +82,9 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     assert sizes["dlib"]["parameters"] > sizes["onet"]["parameters"] and sizes["dlib"]["mb_on_disk"] > 1
     stages = result["stage_timings"]
     assert stages["stages_seconds"]["prepare"] == 12.5
-    # only prepare has a timing file here: the study total exists only if dvc.yaml has no other stage
-    names = bench.stage_names(PROJECT_ROOT)
-    assert list(stages["stages_seconds"]) == names
-    complete = names == ["prepare"]
-    assert stages["complete"] is complete and stages["study_seconds"] == (12.5 if complete else None)
+    # only prepare has a timing file here, so it is the whole study
+    assert list(stages["stages_seconds"]) == bench.stage_names(timings) == ["prepare"]
+    assert stages["complete"] is True and stages["study_seconds"] == 12.5
     assert "| O-Net | onnxruntime | 256 |" in result["markdown"]
     assert out.with_suffix(".md").read_text().strip() == result["markdown"].strip()
     assert "target 10x" in capsys.readouterr().out
@@ -111,7 +109,7 @@ def test_missing_prepared_data_is_a_clear_error(tmp_path, capsys):
     code = bench.main(["--tiny", "--prepared", str(tmp_path), "--out", str(tmp_path / "b.json")])
     assert code == 1
     err = capsys.readouterr().err
-    assert "test_300w.npz not found" in err and "prepare" in err
+    assert "test_300w_common.npz not found" in err and "prepare" in err
     assert not (tmp_path / "b.json").exists()
 
 

@@ -34,7 +34,10 @@ def test_index_columns_and_counts(real_index):
     assert index["face_id"].is_unique
     counts = index["subset"].value_counts()
     assert counts["afw"] == 337 and counts["helen/trainset"] == 870 and counts["helen/testset"] == 230
+    assert counts["lfpw/trainset"] == 805 and counts["lfpw/testset"] == 174 and counts["aflw2000"] == 1500
     assert counts["youtube/training"] == 3066 and counts["youtube/test"] == 684
+    aflw = index[index["source"] == "aflw2000"]
+    assert aflw["yaw"].notna().all() and index.loc[index["source"] != "aflw2000", "yaw"].isna().all()
     assert all(lm.shape == (68, 2) and lm.dtype == np.float32 for lm in index["landmarks"])
 
 
@@ -53,9 +56,22 @@ def test_youtube_name_collision_is_keyed_by_folder(real_index):
 def test_no_person_straddles_two_splits(real_index):
     index, _ = real_index
     assert (index.groupby("person")["split"].nunique() == 1).all()
-    assert set(index.loc[index["subset"] == "helen/testset", "split"]) == {"test_300w"}
-    assert set(index.loc[index["source"] == "youtube", "split"]) == {"train", "val", "test_youtube"}
-    assert not index.loc[index["split"].isin(["train", "val"]), "subset"].eq("helen/testset").any()
+    assert set(index.loc[index["subset"].isin(["helen/testset", "lfpw/testset"]), "split"]) == {"test"}
+    assert set(index.loc[index["source"] == "aflw2000", "split"]) == {"test"}
+    assert set(index.loc[index["source"] == "youtube", "split"]) == {"train", "val", "test"}
+    assert set(index.loc[index["subset"] == "lfpw/trainset", "split"]) == {"train", "val"}
+    # LFPW numbers its files per subset (image_0001 in both): the file, not the name, is the photo
+    lfpw = index[index["subset"].str.startswith("lfpw")]
+    assert lfpw["person"].is_unique
+
+
+def test_yaw_bins_on_hand_made_angles():
+    from flmlib.dataset import yaw_bin_labels, yaw_bins
+
+    assert yaw_bin_labels((30, 60)) == ["yaw 0-30°", "yaw 30-60°", "yaw ≥60°"]
+    yaw = [0, 29.9, -29.9, 30, -45, 59.99, 60, -60, 95, float("nan")]
+    assert yaw_bins(yaw, (30, 60)).tolist() == ["yaw 0-30°", "yaw 0-30°", "yaw 0-30°", "yaw 30-60°", "yaw 30-60°",
+                                                "yaw 30-60°", "yaw ≥60°", "yaw ≥60°", "yaw ≥60°", ""]
 
 
 def test_split_is_deterministic(data_root, real_index):
@@ -67,7 +83,8 @@ def test_split_is_deterministic(data_root, real_index):
 
 
 def _tiny_tree(root, n_points=68):
-    for folder in ("300w/afw", "300w/helen/trainset", "300w/helen/testset", "youtube-faces/training", "youtube-faces/test"):
+    for folder in ("300w/afw", "300w/helen/trainset", "300w/helen/testset", "300w/lfpw/trainset", "300w/lfpw/testset",
+                   "youtube-faces/training", "youtube-faces/test", "aflw2000-3d/images"):
         (root / folder).mkdir(parents=True)
     import cv2
     cv2.imwrite(str(root / "300w/afw/1_1.jpg"), np.zeros((20, 20, 3), np.uint8))
@@ -77,6 +94,8 @@ def _tiny_tree(root, n_points=68):
     columns = [""] + [str(i) for i in range(136)]
     for split in ("training", "test"):
         pd.DataFrame([], columns=columns).to_csv(root / f"youtube-faces/{split}_frames_keypoints.csv", index=False)
+    pd.DataFrame([], columns=["file", "yaw", "pitch", "roll"] + columns[1:]).to_csv(
+        root / "aflw2000-3d/landmarks.csv", index=False)
 
 
 def test_bad_pts_stops_with_its_name_or_is_skipped_and_counted(tmp_path):

@@ -8,7 +8,8 @@ import yaml
 
 from flmlib.paths import PROJECT_ROOT
 
-STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+# foreach stages keep their definition under "do"; matrix stages at the top level like plain ones.
+STAGES = {name: stage.get("do", stage) for name, stage in yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"].items()}
 
 
 def _flmlib_imports(source: str) -> set[str]:
@@ -23,7 +24,17 @@ def _flmlib_imports(source: str) -> set[str]:
                 found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("flmlib."))
-    return {m for m in found if (PROJECT_ROOT / "flmlib" / f"{m}.py").is_file()}
+    return {m for m in found if _source_files(m)}
+
+
+def _source_files(module: str) -> list:
+    """The files of a flmlib module: ``flmlib/<m>.py``, or every file of the package ``flmlib/<m>/``."""
+    path = PROJECT_ROOT / "flmlib" / module
+    return [path.with_suffix(".py")] if path.with_suffix(".py").is_file() else sorted(path.glob("*.py"))
+
+
+def _dep_name(module: str) -> str:
+    return f"flmlib/{module}.py" if (PROJECT_ROOT / "flmlib" / f"{module}.py").is_file() else f"flmlib/{module}"
 
 
 def _closure(modules: set[str]) -> set[str]:
@@ -33,7 +44,8 @@ def _closure(modules: set[str]) -> set[str]:
         if module in seen:
             continue
         seen.add(module)
-        todo.extend(_flmlib_imports((PROJECT_ROOT / "flmlib" / f"{module}.py").read_text()) - seen)
+        for path in _source_files(module):
+            todo.extend(_flmlib_imports(path.read_text()) - seen)
     return seen
 
 
@@ -52,7 +64,7 @@ def _code(nb) -> str:
 def test_stage_depends_on_every_flmlib_module_its_notebook_uses(name):
     stage = STAGES[name]
     used = _closure(_flmlib_imports(_code(_notebook(stage))))
-    missing = sorted(f"flmlib/{m}.py" for m in used if f"flmlib/{m}.py" not in stage["deps"] and m != "paths")
+    missing = sorted(_dep_name(m) for m in used if _dep_name(m) not in stage["deps"] and m != "paths")
     assert not missing, f"stage {name}: add to deps {missing}"
 
 

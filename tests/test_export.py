@@ -7,7 +7,8 @@ import torch
 
 from flmlib.export import export_onnx, max_difference, onnx_bytes, onnx_config, onnx_session
 from flmlib.io import read_image
-from flmlib.landmarkers import ONetLandmarker, build_landmarker
+from flmlib.landmarkers import build_landmarker
+from flmlib.landmarkers.cnn import CNNLandmarker as ONetLandmarker
 from flmlib.models import build_model, load_trained
 from flmlib.train import TrainConfig, model_config, save_model
 

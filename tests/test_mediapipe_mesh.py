@@ -167,8 +167,8 @@ def test_no_face_gives_nan_rows_and_batches_keep_their_order(landmarker, helen):
     images, boxes, _ = helen
     blank = np.full((120, 160, 3), 128, np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    out = landmarker.predict_batch([blank, images[0], noise, blank],
-                                   [[[20, 20, 100, 100]], boxes[0], [[30, 10, 90, 80], [0, 0, 50, 50]], np.zeros((0, 4))])
+    boxes_list = [[[20, 20, 100, 100]], boxes[0], [[30, 10, 90, 80], [0, 0, 50, 50]], np.zeros((0, 4))]
+    out = landmarker.predict_batch([blank, images[0], noise, blank], boxes_list)
     assert [o.shape for o in out] == [(1, 68, 2), (1, 68, 2), (2, 68, 2), (0, 68, 2)]
     assert np.isnan(out[0]).all() and np.isnan(out[2]).all()
     np.testing.assert_allclose(out[1], landmarker.predict(images[0], boxes[0]), atol=1e-4)  # static mode: repeatable
@@ -188,3 +188,14 @@ def test_worker_runs_with_the_mediapipe_python_and_closes(landmarker, helen):
     if os.path.isdir("/proc"):
         assert not os.path.exists(f"/proc/{pid}")  # exited and reaped, no zombie
     assert np.isfinite(landmarker.predict(images[1], boxes[1])).all()  # a new worker starts on demand
+
+
+def test_large_face_crop_keeps_the_frame():
+    """A box much larger than the crop is shrunk by block averaging, in the same frame as crop_to_image."""
+    ramps = coordinate_ramps(700, 900)
+    box = np.array([150.0, 100.0, 650.0, 550.0])  # 500 px box: a 1000 px square shrunk 7x, then to 128 px
+    crop = mm.cut_crop(ramps, box, 2.0, 128)
+    assert crop.shape == (128, 128, 3)
+    v, u = np.mgrid[40:90, 40:90]  # well inside the image
+    back = mm.crop_to_image(np.stack([u, v], -1).astype(np.float32), box, 2.0, 128)
+    np.testing.assert_allclose(crop[40:90, 40:90, :2], back, atol=1e-2)

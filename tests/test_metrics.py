@@ -220,25 +220,27 @@ def _toy_errors():
 
 def test_metrics_dict_nesting_and_values():
     errors = _toy_errors()
-    out = M.metrics_dict(errors, paired=("onet", "dlib"), n_resamples=200, seed=0)
+    out = M.metrics_dict(errors, reference="dlib", n_resamples=200, seed=0)
     json.dumps(out, allow_nan=False)
     assert set(out) == {"helen", "youtube"}
-    assert set(out["helen"]) == {"onet", "dlib", "onet-minus-dlib"}
+    assert set(out["helen"]["methods"]) == {"onet", "dlib"} and set(out["helen"]["vs_reference"]) == {"onet"}
     helen_onet = errors[(errors.test_set == "helen") & (errors.method == "onet")]
-    entry = out["helen"]["onet"]
+    entry = out["helen"]["methods"]["onet"]
     assert entry["n_faces"] == 30
     assert entry["rmse_box/auc@0.08"] == pytest.approx(M.auc(helen_onet.rmse_box.to_numpy(), 0.08))
     assert entry["nme_interocular/fail@0.10"] == pytest.approx(M.failure_rate(helen_onet.nme_interocular.to_numpy(), 0.1))
-    diff = out["helen"]["onet-minus-dlib"]
+    diff = out["helen"]["vs_reference"]["onet"]
+    assert diff["reference"] == "dlib"
     assert diff["rmse_box/auc@0.08/ci95_lo"] <= diff["rmse_box/auc@0.08/diff"] <= diff["rmse_box/auc@0.08/ci95_hi"]
-    assert diff["rmse_box/auc@0.08/diff"] == pytest.approx(entry["rmse_box/auc@0.08"] - out["helen"]["dlib"]["rmse_box/auc@0.08"])
+    assert diff["rmse_box/auc@0.08/diff"] == pytest.approx(
+        entry["rmse_box/auc@0.08"] - out["helen"]["methods"]["dlib"]["rmse_box/auc@0.08"])
 
 
 def test_metrics_dict_turns_inf_into_null():
     errors = _toy_errors()
     errors.loc[0, "rmse_box"] = np.inf
     out = M.metrics_dict(errors)
-    assert out["helen"]["onet"]["rmse_box/mean"] is None
+    assert out["helen"]["methods"]["onet"]["rmse_box/mean"] is None
     json.dumps(out, allow_nan=False)
 
 
@@ -272,9 +274,9 @@ def test_ced_grid_ends_at_threshold():
 def test_metrics_dict_error_selection_and_auc_ci():
     errors = _toy_errors()
     out = M.metrics_dict(errors, error_names=["rmse_box"], auc_ci=True, n_resamples=200, seed=1)
-    keys = set(out["youtube"]["dlib"])
+    keys = set(out["youtube"]["methods"]["dlib"])
     assert not any(k.startswith("nme_interocular") for k in keys)
-    e = out["youtube"]["dlib"]
+    e = out["youtube"]["methods"]["dlib"]
     assert e["rmse_box/auc@0.08/ci95_lo"] <= e["rmse_box/auc@0.08"] <= e["rmse_box/auc@0.08/ci95_hi"]
     with pytest.raises(ValueError, match="no column"):
         M.metrics_dict(errors, error_names=["nme_interpupil"])
@@ -324,7 +326,18 @@ def test_metrics_dict_resamples_persons_when_the_frame_has_them():
     frame = pd.concat([pd.DataFrame({"test_set": "t", "method": m, "face_id": [f"f{i}" for i in range(n)],
                                      "person": [f"p{i // 6}" for i in range(n)], "rmse_box": rng.uniform(0, 0.1, n)})
                        for m in ("onet", "dlib")], ignore_index=True)
-    out = M.metrics_dict(frame, paired=("onet", "dlib"), n_resamples=100, seed=0)
-    assert out["t"]["onet-minus-dlib"]["n_resampled_groups"] == 10
-    assert M.metrics_dict(frame.drop(columns="person"), paired=("onet", "dlib"), n_resamples=100)["t"][
-        "onet-minus-dlib"]["n_resampled_groups"] == n
+    out = M.metrics_dict(frame, reference="dlib", n_resamples=100, seed=0)
+    assert out["t"]["vs_reference"]["onet"]["n_resampled_groups"] == 10
+    assert M.metrics_dict(frame.drop(columns="person"), reference="dlib", n_resamples=100)["t"][
+        "vs_reference"]["onet"]["n_resampled_groups"] == n
+
+
+def test_inner_face_error_leaves_the_jaw_out():
+    gt = np.random.default_rng(3).uniform(0, 100, (4, 68, 2))
+    gt[:, 36], gt[:, 45] = (10, 50), (50, 50)  # inter-ocular distance 40 px
+    pred = gt.copy()
+    pred[:, :17] += 8.0  # only the jaw is off
+    assert M.nme_interocular_inner(pred, gt) == pytest.approx(np.zeros(4))
+    assert M.nme_interocular(pred, gt) == pytest.approx(np.full(4, 17 * np.hypot(8, 8) / 68 / 40))
+    pred[:, 17:] += 4.0
+    assert M.nme_interocular_inner(pred, gt) == pytest.approx(np.full(4, np.hypot(4, 4) / 40))

@@ -30,11 +30,16 @@ def test_two_epoch_smoke_run(tmp_path):
         "model_path": "models/onet.pt", "checkpoint_dir": "checkpoints", "live_dir": "dvclive",
         "augment_figure": "figures/augmented.png", "curves_figure": "figures/curves.png",
         "timing_path": "timings/train.json"}.items()}
+    import yaml
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["train"].update(batch_size=16, threads=1, device="cpu", use_youtube=False, figure_faces=2)
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
     pm.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "executed.ipynb"), kernel_name="python3", progress_bar=False,
-        parameters={"train_path": str(train), "val_path": str(val), **{k: str(v) for k, v in out.items()},
-                    "config": "fast", "epochs": 2, "batch_size": 16, "threads": 1, "device": "cpu",
-                    "use_youtube": "false", "figure_faces": 2},
+        parameters={"params_path": str(params_path), "model_id": "onet", "epochs": 2, "train_path": str(train),
+                    "val_path": str(val), **{k: str(v) for k, v in out.items()}},
     )
     model, config = load_trained(out["model_path"])
     assert config["epochs_trained"] == 2 and config["train"]["use_youtube"] is False
@@ -43,7 +48,7 @@ def test_two_epoch_smoke_run(tmp_path):
     nme = (out["live_dir"] / "plots" / "metrics" / "val" / "nme_interocular.tsv").read_text().splitlines()
     assert len(nme) == 1 + 2
     timing = json.loads(out["timing_path"].read_text())
-    assert timing["epochs"] == 2 and timing["config"] == "fast"
+    assert timing["epochs"] == 2 and timing["recipe"] == "fast" and timing["model"] == "onet"
     assert (out["checkpoint_dir"] / "last.pt").is_file()
     # the source notebook is untouched by the run
     assert not any(c.get("outputs") for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")

@@ -24,21 +24,24 @@ def test_committed_notebook_has_no_outputs_and_one_parameters_cell(path):
 
 def test_every_stage_notebook_exists():
     names = {p.name for p in NOTEBOOKS}
-    assert names >= {"01-prepare.ipynb", "02-train.ipynb", "03-compare.ipynb", "04-report.ipynb"}
+    assert names >= {"01-prepare.ipynb", "02-train.ipynb", "03-predict.ipynb", "04-compare.ipynb", "05-report.ipynb"}
 
 
-@pytest.mark.slow
-def test_prepare_notebook_smoke(tmp_path, data_root):
-    out = tmp_path / "prepared"
-    pm.execute_notebook(
-        str(PROJECT_ROOT / "notebooks/01-prepare.ipynb"), str(tmp_path / "01.ipynb"), cwd=str(PROJECT_ROOT / "notebooks"),
-        parameters=dict(data_root=str(data_root), out_dir=str(out), detection_metrics_path=str(tmp_path / "det.json"),
-                        timing_path=str(tmp_path / "t.json"), contact_sheet_path=str(tmp_path / "sheet.png"),
-                        limit=3, workers=2, sheet_faces=4),
-        progress_bar=False,
-    )
-    summary = json.loads((tmp_path / "det.json").read_text())
-    assert set(summary["by_split"]) == {"train", "val", "test_300w", "test_youtube"}
-    assert (tmp_path / "sheet.png").stat().st_size > 0
-    with np.load(out / "train.npz") as train:
-        assert train["crops"].shape[1:] == (96, 96, 3) and len(train["face_id"]) > 0
+def test_notebook_defaults_write_under_scratch_only():
+    """Run by hand (JupyterLab's Run All), a notebook keeps its default paths: every output path it writes must be
+    under scratch/, so a by-hand run never replaces the pipeline's models, metrics or predictions."""
+    import ast
+
+    inputs = {"params_path", "train_path", "val_path", "prepared_dir", "readme_path", "predictions_dir",
+              "errors_path", "regions_path", "detail_path"}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                name, value = node.targets[0].id, node.value.value
+                if name.endswith(("_path", "_dir", "_figure")) and name not in inputs:
+                    assert value.startswith("scratch/"), f"{path.name}: {name} = {value!r} is not under scratch/"
+        # the report notebook reads the pipeline's outputs but writes its figures to scratch/ and leaves the README
+        if path.name == "05-report.ipynb":
+            assert "update_readme = False" in cell.source

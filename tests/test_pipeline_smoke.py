@@ -1,49 +1,75 @@
-"""The four stage notebooks chained on a handful of real faces, as `dvc repro` chains them (tiny parameters)."""
+"""The stage notebooks chained on a handful of real faces, as `dvc repro` chains them (tiny parameters), with a
+method added from outside the study: only a params entry names it, and predict, compare and report take it in."""
 import json
 
 import pandas as pd
 import papermill as pm
 import pytest
+import yaml
 
 from flmlib.paths import PROJECT_ROOT
 
 NB = PROJECT_ROOT / "notebooks"
+TEST_SETS = ("test_300w_common", "test_aflw2000_lmbox")
 
 
-def _run(name, run_dir, **parameters):
-    pm.execute_notebook(str(NB / name), str(run_dir / name), cwd=str(NB), parameters=parameters, progress_bar=False)
+def _run(name, run_dir, out_name=None, **parameters):
+    pm.execute_notebook(str(NB / name), str(run_dir / (out_name or name)), cwd=str(NB), parameters=parameters,
+                        progress_bar=False)
 
 
 @pytest.mark.slow
-def test_prepare_train_compare_report_chain(tmp_path, data_root):
-    prepared, reports = tmp_path / "prepared", tmp_path / "reports"
-    _run("01-prepare.ipynb", tmp_path, data_root=str(data_root), out_dir=str(prepared), limit=4, sheet_faces=4,
+def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))  # the kernels import the plug-in tests.fake_landmarker
+    prepared, reports, model = tmp_path / "prepared", tmp_path / "reports", tmp_path / "models" / "onet.pt"
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["data"]["root"] = str(data_root)
+    params["test_sets"] = {k: v for k, v in params["test_sets"].items() if k in TEST_SETS}
+    params["models"]["onet"]["options"] = {"checkpoint": str(model), "device": "cpu"}
+    params["methods"] = {"dlib": params["methods"]["dlib"],
+                         "fixed": {"kind": "tests.fake_landmarker", "trained_on": "nothing",
+                                   "caveats": ["A fixed shape: a test of the plumbing."]}}
+    params["compare"]["n_resamples"] = 50
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    p = str(params_path)
+
+    _run("01-prepare.ipynb", tmp_path, params_path=p, limit=4, out_dir=str(prepared),
          detection_metrics_path=str(reports / "detection.json"), timing_path=str(reports / "t_prepare.json"),
          contact_sheet_path=str(reports / "sheet.png"))
-    _run("02-train.ipynb", tmp_path, train_path=str(prepared / "train.npz"), val_path=str(prepared / "val.npz"),
-         model_path=str(tmp_path / "onet.pt"), checkpoint_dir=str(tmp_path / "ckpt"), live_dir=str(tmp_path / "live"),
-         augment_figure=str(reports / "aug.png"), curves_figure=str(reports / "curves.png"),
-         timing_path=str(reports / "t_train.json"), epochs=1, figure_faces=2)
-    _run("03-compare.ipynb", tmp_path, prepared_dir=str(prepared), checkpoint=str(tmp_path / "onet.pt"),
-         errors_path=str(reports / "errors.csv"), regions_path=str(reports / "regions.csv"),
-         summary_path=str(reports / "summary.csv"), metrics_path=str(reports / "metrics.json"),
-         ced_dir=str(reports / "ced"), predictions_dir=str(reports / "pred"), timing_path=str(reports / "t_cmp.json"),
-         n_resamples=50)
+    _run("02-train.ipynb", tmp_path, params_path=p, model_id="onet", epochs=1, train_path=str(prepared / "train.npz"),
+         val_path=str(prepared / "val.npz"), model_path=str(model), checkpoint_dir=str(tmp_path / "ckpt"),
+         live_dir=str(tmp_path / "live"), augment_figure=str(reports / "aug.png"),
+         curves_figure=str(reports / "curves.png"), timing_path=str(reports / "t_train.json"))
+    for method in ("onet", "dlib", "fixed"):
+        for test_set in TEST_SETS:
+            _run("03-predict.ipynb", tmp_path, f"03-{method}-{test_set}.ipynb", params_path=p, method=method,
+                 test_set=test_set, limit=0, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"))
+    _run("04-compare.ipynb", tmp_path, params_path=p, limit=0, prepared_dir=str(prepared),
+         predictions_dir=str(reports / "pred"), errors_path=str(reports / "errors.csv"),
+         regions_path=str(reports / "regions.csv"), metrics_path=str(reports / "metrics.json"),
+         detail_path=str(reports / "detail.json"), ced_dir=str(reports / "ced"), timing_path=str(reports / "t_cmp.json"))
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nTail\n")
-    _run("04-report.ipynb", tmp_path, prepared_dir=str(prepared), errors_path=str(reports / "errors.csv"),
-         regions_path=str(reports / "regions.csv"), metrics_path=str(reports / "metrics.json"),
-         predictions_dir=str(reports / "pred"), figures_dir=str(reports / "fig"), readme_path=str(readme),
-         update_readme=True, examples=2, worst=2, timing_path=str(reports / "t_report.json"))
+    _run("05-report.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"),
+         errors_path=str(reports / "errors.csv"), regions_path=str(reports / "regions.csv"),
+         detail_path=str(reports / "detail.json"), figures_dir=str(reports / "fig"), readme_path=str(readme),
+         update_readme=True, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")
-    assert set(errors["method"]) == {"onet", "dlib"} and set(errors["test_set"]) == {"test_300w", "test_youtube"}
+    assert set(errors["method"]) == {"onet", "dlib", "fixed"} and set(errors["test_set"]) == set(TEST_SETS)
     counts = errors.groupby(["test_set", "method"]).size().unstack()
-    assert (counts["onet"] == counts["dlib"]).all(), "both methods must see identical faces"
-    metrics = json.loads((reports / "metrics.json").read_text())
-    for test_set in ("test_300w", "test_youtube"):
-        assert 0 <= metrics[test_set]["dlib"]["rmse_box/auc@0.08"] <= 1
-        assert "rmse_box/auc@0.08/ci95_lo" in metrics[test_set]["onet-minus-dlib"]
+    assert (counts.nunique(axis=1) == 1).all(), "every method must see identical faces"
+    detail = json.loads((reports / "detail.json").read_text())
+    headline = json.loads((reports / "metrics.json").read_text())
+    for test_set in TEST_SETS:
+        entry = detail[test_set]["all"]
+        assert set(entry["methods"]) == {"onet", "dlib", "fixed"} and set(entry["vs_reference"]) == {"onet", "fixed"}
+        assert entry["methods"]["fixed"]["n_failed"] >= 1  # the plug-in gave up on every third face
+        assert 0 <= entry["methods"]["dlib"]["rmse_box/auc@0.08"] <= 1
+        assert set(headline[test_set]) == {"onet", "dlib", "fixed"}
         assert (reports / "ced" / f"{test_set}.csv").is_file() and (reports / "fig" / f"ced_{test_set}.png").is_file()
+    assert "by_yaw" in detail["test_aflw2000_lmbox"]["all"]["detection"]
     text = readme.read_text()
-    assert text.startswith("# Title") and text.endswith("Tail\n") and "\nold\n" not in text and "rmse_box" in text
+    assert text.startswith("# Title") and text.endswith("Tail\n") and "\nold\n" not in text
+    assert "### test_aflw2000_lmbox" in text and "| all | fixed |" in text and "A fixed shape" in text

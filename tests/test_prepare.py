@@ -8,7 +8,14 @@ from flmlib.crops import apply_affine, box_size, context_matrix
 from flmlib.dataset import build_index, limit_per_subset
 from flmlib.io import DataError
 from flmlib.paths import PROJECT_ROOT, portable_path, project_path
-from flmlib.prepare import assemble, detect_all, detection_summary, load_split, save_outputs
+from flmlib.config import TestSet as TestSetConfig
+from flmlib.detect import FallbackBoxModel
+from flmlib.prepare import FaceResult, assemble, detect_all, detection_summary, load_split, save_outputs
+
+TEST_SETS = {"test_300w_common": TestSetConfig(source="300w", subsets=("helen/testset", "lfpw/testset")),
+             "test_aflw2000": TestSetConfig(source="aflw2000", breakdown="yaw"),
+             "test_aflw2000_lmbox": TestSetConfig(source="aflw2000", boxes="landmarks", breakdown="yaw"),
+             "test_youtube": TestSetConfig(source="youtube")}
 
 
 @pytest.fixture(scope="module")
@@ -19,19 +26,21 @@ def tiny(data_root):
 
 def test_prepare_writes_consistent_splits(tiny, tmp_path):
     results = detect_all(tiny, upsample=1, iou_threshold=0.3, crop_size=96, context_factor=2.0, workers=2)
-    faces, arrays = assemble(tiny, results, 96, 2.0, train_fallback_box=True, skip_bad_files=False)
+    faces, arrays = assemble(tiny, results, 96, 2.0, train_fallback_box=True, skip_bad_files=False,
+                             test_sets=TEST_SETS)
     save_outputs(tmp_path, faces, arrays)
     summary = detection_summary(faces)
     assert sum(v["faces"] for v in summary["by_split"].values()) == len(tiny)
-    for split in ("train", "val", "test_300w", "test_youtube"):
+    assert len(arrays["test_aflw2000_lmbox"]["face_id"]) == int((tiny["source"] == "aflw2000").sum())
+    for split in ("train", "val", *TEST_SETS):
         data = load_split(tmp_path / f"{split}.npz")
         n = len(data["face_id"])
         assert data["crops"].shape == (n, 96, 96, 3) and data["crops"].dtype == np.uint8
         for i in range(n):  # stored crop points are the image points through the stored box's crop matrix
             expected = apply_affine(data["landmarks_image"][i], context_matrix(data["boxes"][i], 96, 2.0))
             np.testing.assert_allclose(data["landmarks"][i], expected, atol=1e-3)
-        if split.startswith("test"):
-            assert data["detected"].all(), "test faces are detected faces only"
+        if split.startswith("test") and TEST_SETS[split].boxes == "detector":
+            assert data["detected"].all(), "detector-box test sets hold detected faces only"
     assert (box_size(faces[["x0", "y0", "x1", "y1"]].dropna().to_numpy()) > 0).all()
     written = pd.read_csv(tmp_path / "faces.csv")
     resolved = [project_path(p) for p in written["image_path"]]
@@ -78,3 +87,46 @@ def test_unreadable_image_is_named_or_skipped(tiny, tmp_path):
 def test_missing_prepared_split_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="dvc repro prepare"):
         load_split(tmp_path / "train.npz")
+
+
+def _face_image(path, size=200):
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), image)
+    return str(path)
+
+
+def test_landmark_box_test_set_on_hand_made_faces(tmp_path):
+    """Two detected training faces fit the fallback model; an AFLW-like test set then holds the detected face only
+    with detector boxes, and both faces, with the fallback model's landmark-derived boxes, with boxes: landmarks."""
+    square = np.stack(np.meshgrid(np.linspace(60, 140, 8), np.linspace(70, 150, 9)), -1).reshape(-1, 2)[:68]
+    landmarks = [square.astype(np.float32) + shift for shift in (0.0, 5.0, -5.0, 10.0)]
+    rows = [dict(face_id=f"300w/afw/{i}", image_path=_face_image(tmp_path / f"{i}.png"), source="300w", subset="afw",
+                 person=f"p{i}", landmarks=landmarks[i], yaw=np.nan, split="train") for i in range(2)]
+    rows += [dict(face_id=f"aflw2000-3d/images/{i}", image_path=_face_image(tmp_path / f"{i}.png"), source="aflw2000",
+                  subset="aflw2000", person=f"a{i}", landmarks=landmarks[i], yaw=yaw, split="test")
+             for i, yaw in ((2, 10.0), (3, 75.0))]
+    index = pd.DataFrame(rows)
+    detection = lambda lm, grow: np.array([lm[:, 0].min() - grow, lm[:, 1].min() - 2 * grow,  # noqa: E731
+                                           lm[:, 0].max() + grow, lm[:, 1].max()], np.float32)
+    results = []
+    for i, row in index.iterrows():
+        box = detection(row["landmarks"], 10.0) if i != 3 else None  # the turned test face is missed
+        crop = np.zeros((96, 96, 3), np.uint8) if box is not None else None
+        results.append(FaceResult(row["face_id"], n_detections=int(box is not None), iou=0.8 if box is not None else 0,
+                                  box=box, crop=crop, matrix=context_matrix(box, 96, 2.0) if box is not None else None))
+    sets = {"det": TestSetConfig(source="aflw2000", breakdown="yaw"),
+            "lm": TestSetConfig(source="aflw2000", boxes="landmarks", breakdown="yaw")}
+    faces, arrays = assemble(index, results, 96, 2.0, train_fallback_box=True, skip_bad_files=False, test_sets=sets)
+    assert arrays["det"]["face_id"].tolist() == ["aflw2000-3d/images/2"]
+    assert arrays["lm"]["face_id"].tolist() == ["aflw2000-3d/images/2", "aflw2000-3d/images/3"]
+    np.testing.assert_array_equal(arrays["lm"]["yaw"], [10.0, 75.0])
+    fitted = FallbackBoxModel.fit(np.stack([[lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()]
+                                            for lm in landmarks[:2]]),
+                                  np.stack([detection(lm, 10.0) for lm in landmarks[:2]]))
+    for i, lm in enumerate(landmarks[2:]):
+        np.testing.assert_allclose(arrays["lm"]["boxes"][i], fitted.box_for(lm), atol=1e-4)
+    assert not arrays["lm"]["detected"].any()
+    # the landmark box reproduces the detector's proportions: here it is the detection box of the same points
+    np.testing.assert_allclose(arrays["lm"]["boxes"][0], detection(landmarks[2], 10.0), atol=1e-3)

@@ -9,6 +9,7 @@ import pytest
 
 from flmlib import metrics as M
 from flmlib import report as R
+from flmlib.paths import PROJECT_ROOT
 
 
 def _tiny_notebook(path, title="Compare the methods"):
@@ -85,38 +86,74 @@ def test_readme_block_needs_one_ordered_pair_of_markers(text):
         R.replace_marked_block(text, "x", source="README.md")
 
 
-def _metrics():
+PARAMS = """
+test_sets:
+  helen-test: {source: 300w, subsets: [helen/testset], breakdown: subset, description: "HELEN test",
+               caveats: ["dlib saw it."]}
+  aflw-test: {source: aflw2000, breakdown: yaw, description: "AFLW2000-3D"}
+models:
+  onet: {architecture: onet, recipe: fast, trained_on: "300-W train", caveats: ["Small net."]}
+methods:
+  dlib: {kind: dlib_predictor, trained_on: "300-W"}
+  mesh: {kind: mediapipe_mesh, points: mapped, caveats: ["Mapped points."]}
+reference: dlib
+"""
+
+
+def _study():
+    import yaml
+
+    from flmlib.config import load_config, parse_config
+
+    base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    return parse_config({**base, **yaml.safe_load(PARAMS)}, "test params")
+
+
+def _detail():
+    from flmlib.compare import study_metrics
+
     rng = np.random.default_rng(0)
     rows = []
-    for test_set in ("helen-test", "youtube-test"):
-        for method, scale in (("onet", 0.05), ("dlib", 0.03)):
-            rows.append(pd.DataFrame({"test_set": test_set, "method": method, "face_id": [f"f{i}" for i in range(25)],
-                                      "rmse_box": rng.gamma(2.0, scale / 2, 25)}))
+    for test_set, groups in (("helen-test", ["helen/testset"]), ("aflw-test", ["yaw 0-30°", "yaw ≥60°"])):
+        for method, scale in (("onet", 0.05), ("dlib", 0.03), ("mesh", 0.04)):
+            errors = rng.gamma(2.0, scale / 2, 24)
+            if method == "mesh":
+                errors[0] = np.inf  # one face the method could not place
+            rows.append(pd.DataFrame({"test_set": test_set, "method": method, "face_id": [f"f{i}" for i in range(24)],
+                                      "person": [f"p{i // 2}" for i in range(24)], "group": np.resize(groups, 24),
+                                      **{e: errors for e in ("rmse_box", "nme_interocular", "nme_interocular_inner",
+                                                             "nme_gtbox")}}))
     errors = pd.concat(rows, ignore_index=True)
-    return M.metrics_dict(errors, paired=("onet", "dlib"), auc_ci=True, n_resamples=100, seed=0)
+    return study_metrics(errors, "dlib", ["rmse_box", "nme_interocular", "nme_interocular_inner", "nme_gtbox"],
+                         n_resamples=100, seed=0)
 
 
-def test_results_markdown_names_normaliser_test_set_and_numbers(tmp_path):
-    metrics = _metrics()
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps(metrics))
-    metrics = R.load_metrics(path)
-    md = R.results_markdown(metrics, figures={"helen-test": "reports/figures/ced_helen-test.png"},
-                            notes=["YouTube labels are machine-generated."])
-    assert "RMSE / sqrt(w·h) of the detection box" in md
-    rows = [line for line in md.splitlines() if line.startswith("| helen-test") or line.startswith("| youtube-test")]
-    assert len(rows) == 4
-    onet = metrics["helen-test"]["onet"]
+def test_results_markdown_one_table_per_test_set_with_every_method_and_caveat(tmp_path):
+    study, detail = _study(), _detail()
+    path = tmp_path / "metrics_detail.json"
+    path.write_text(json.dumps(detail))
+    detail = R.load_metrics(path)
+    md = R.results_markdown(detail, study, figures={"helen-test": "reports/figures/ced_helen-test.png"},
+                            order=["aflw-test", "helen-test"])
+    assert "RMSE / sqrt(w·h) of the detection box" in md and "inter-ocular" in md
+    assert md.index("### aflw-test") < md.index("### helen-test: HELEN test")
+    rows = [line for line in md.splitlines() if line.startswith("| ")][2:]
+    assert sum(line.startswith("| all |") for line in md.splitlines()) == 6  # 2 test sets x 3 methods
+    assert any(line.startswith("| yaw ≥60° | mesh (mapped) |") for line in md.splitlines()), rows
+    onet = detail["helen-test"]["all"]["methods"]["onet"]
     assert f"{onet['rmse_box/auc@0.08']:.3f} [{onet['rmse_box/auc@0.08/ci95_lo']:.3f}," in md
-    diff = metrics["youtube-test"]["onet-minus-dlib"]["rmse_box/auc@0.08/diff"]
-    assert f"youtube-test: AUC@0.08 (rmse_box) of onet minus dlib = {diff:+.3f}" in md
+    diff = detail["helen-test"]["all"]["vs_reference"]["onet"]["rmse_box/auc@0.08/diff"]
+    assert f"{diff:+.3f} [" in md
+    assert "24 (1 unplaced)" in md  # mesh's failure is counted and shown
+    assert detail["helen-test"]["all"]["methods"]["mesh"]["n_failed"] == 1
+    assert detail["helen-test"]["all"]["methods"]["mesh"]["rmse_box/mean"] is not None  # mean over placed faces
     assert "![CED on helen-test (rmse_box)](reports/figures/ced_helen-test.png)" in md
-    assert "- YouTube labels are machine-generated." in md
+    assert "- dlib saw it." in md and "Mapped points." in md and "trained on 300-W train" in md
 
 
-def test_results_markdown_refuses_a_missing_error():
-    with pytest.raises(KeyError, match="nme_interpupil"):
-        R.results_markdown(_metrics(), error="nme_interpupil")
+def test_study_caveats_collects_test_set_and_method_caveats():
+    caveats = R.study_caveats(_study())
+    assert "helen-test: dlib saw it." in caveats and "mesh: Mapped points." in caveats and "onet: Small net." in caveats
 
 
 def test_load_metrics_names_missing_file(tmp_path):

@@ -10,64 +10,23 @@ A **landmarker** (a compared *method*) is any object with
 * ``predict_batch(images, boxes_list)``: many images, each with its ``(K_i, 4)`` boxes -> list of
   ``(K_i, 68, 2) float32``.
 
-Methods are configuration: ``params.yaml`` lists them under ``methods:`` and :func:`build_method` builds one from its
-entry. The entry's ``kind`` names a module of this package (``dlib_predictor``, ``cnn``, ``mediapipe_mesh``, ...)
-whose ``build(spec, **options)`` returns the landmarker, so a new method is a new module plus a params entry; nothing
-else in the study changes.
+Methods are configuration: ``params.yaml`` lists them under ``methods:`` (and the study's trained ``models:``) and
+:func:`build_method` builds one from its entry. The entry's ``kind`` names a module of this package (``dlib_predictor``,
+``cnn``, ``mediapipe_mesh``, ...) or, with a dotted path, a module of another package, whose ``build(spec, **options)``
+returns the landmarker. A new method is a new module plus a params entry; nothing else in the study changes.
 """
 from __future__ import annotations
 
 import importlib
-import re
-from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
+# The spec is configuration (params.yaml builds it); it lives with the loader so that reading the configuration
+# never imports a landmarker.
+from flmlib.config import POINT_SCHEMES, MethodSpec  # noqa: F401  (re-exported)
+
 N_POINTS = 68
-#: Point schemes a method can report in. ``ibug68``: the 68 iBUG points themselves; ``mapped``: points mapped from
-#: another scheme (e.g. a 468-vertex mesh), so some rows follow another definition (the face oval is not iBUG's jaw).
-POINT_SCHEMES = ("ibug68", "mapped")
-_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A compared method, as ``params.yaml`` describes it (``methods.<id>``).
-
-    Attributes:
-        id: the method id (key of its predictions, metrics and figures).
-        kind: module of :mod:`flmlib.landmarkers` that builds it (its ``build(spec, **options)``).
-        points: :data:`POINT_SCHEMES` entry.
-        needs_box: whether it places points inside a given face box (every method here does; the comparison gives
-            every method the same box).
-        trained_on: where its training data came from, in words (shown in the report).
-        caveats: sentences the report prints next to this method's numbers.
-        model: id of the study-trained model it runs (``models.<id>`` in params.yaml), if any.
-        options: keyword arguments for the kind's ``build``.
-    """
-
-    id: str
-    kind: str
-    points: str = "ibug68"
-    needs_box: bool = True
-    trained_on: str = ""
-    caveats: tuple[str, ...] = ()
-    model: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if not _KIND.match(self.kind):
-            raise ValueError(f"method {self.id!r}: kind={self.kind!r} must be a module name of flmlib.landmarkers")
-        if self.points not in POINT_SCHEMES:
-            raise ValueError(f"method {self.id!r}: points={self.points!r}; choose one of {POINT_SCHEMES}")
-
-    @property
-    def mapped(self) -> bool:
-        """True when the points are mapped from another scheme (report rows are flagged 'mapped')."""
-        return self.points == "mapped"
-
-
 class Landmarker(Protocol):
     """The landmarker interface (module docstring)."""
 
@@ -81,20 +40,26 @@ class Landmarker(Protocol):
     def predict_batch(self, images: Sequence[np.ndarray], boxes_list: Sequence) -> list[np.ndarray]: ...
 
 
+def kind_module(kind: str) -> str:
+    """The module a method kind names: ``cnn`` -> ``flmlib.landmarkers.cnn``; a dotted path is taken as it is."""
+    return kind if "." in kind else f"flmlib.landmarkers.{kind}"
+
+
 def build_method(spec: MethodSpec, **overrides) -> Landmarker:
-    """The landmarker of ``spec``: ``flmlib.landmarkers.<spec.kind>.build(spec, **(spec.options | overrides))``.
+    """The landmarker of ``spec``: ``<kind module>.build(spec, **(spec.options | overrides))``.
 
     Raises:
         ValueError: no module of that kind, or it has no ``build`` (the message names the method and the kind).
     """
+    name = kind_module(spec.kind)
     try:
-        module = importlib.import_module(f"flmlib.landmarkers.{spec.kind}")
+        module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name != f"flmlib.landmarkers.{spec.kind}":
+        if exc.name is None or not name.startswith(exc.name):
             raise
-        raise ValueError(f"method {spec.id!r}: kind {spec.kind!r} is not a module of flmlib.landmarkers") from exc
+        raise ValueError(f"method {spec.id!r}: kind {spec.kind!r} names no module ({name} not found)") from exc
     if not callable(getattr(module, "build", None)):
-        raise ValueError(f"method {spec.id!r}: flmlib.landmarkers.{spec.kind} has no build(spec, **options)")
+        raise ValueError(f"method {spec.id!r}: {name} has no build(spec, **options)")
     return module.build(spec, **{**spec.options, **overrides})
 
 

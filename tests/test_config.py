@@ -1,0 +1,78 @@
+"""The one loader of params.yaml: typed sections, and bad values reported with their key."""
+import pytest
+import yaml
+
+from flmlib.config import ConfigError, MethodSpec, load_config, parse_config
+from flmlib.paths import PROJECT_ROOT
+
+RAW = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def _with(path: str, value):
+    """A copy of params.yaml with the dotted key ``path`` set to ``value`` (None deletes it)."""
+    import copy
+
+    raw = copy.deepcopy(RAW)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+def test_the_study_params_load_whole():
+    study = load_config()
+    assert study.reference in study.method_ids
+    assert set(study.models) <= set(study.method_ids) and set(study.methods) <= set(study.method_ids)
+    assert {"test_300w_common", "test_aflw2000", "test_aflw2000_lmbox", "test_youtube"} <= set(study.test_sets)
+    assert study.test_sets["test_aflw2000_lmbox"].boxes == "landmarks"
+    assert study.train.recipes[study.models["onet"].recipe].epochs >= 1
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("prepare.upsample", -1, r"prepare\.upsample: .*greater than or equal to 0.*-1"),
+    ("data.youtube_test_share", 1.5, r"data\.youtube_test_share"),
+    ("prepare.upsampel", 1, r"prepare\.upsampel: Extra inputs"),
+    ("test_sets.test_aflw2000.boxes", "random", r"test_sets\.test_aflw2000\.boxes"),
+    ("test_sets.test_aflw2000.yaw_bins", [60, 30], r"test_sets\.test_aflw2000.*yaw_bins"),
+    ("models.onet.recipe", "slow", r"models\.onet\.recipe: 'slow' is not one of train\.recipes"),
+    ("methods.dlib.points", "dlib5", r"methods\.dlib.*points='dlib5'"),
+    ("reference", "sift", r"reference: 'sift' is not one of the methods"),
+    ("train.recipes.fast.lr", 0, r"train\.recipes\.fast\.lr"),
+    ("compare", None, r"compare: missing"),
+])
+def test_a_bad_value_is_named_by_its_key(path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_with(path, value), "params.yaml")
+
+
+def test_a_model_id_cannot_also_be_a_method():
+    raw = _with("methods.onet", {"kind": "dlib_predictor"})
+    with pytest.raises(ConfigError, match=r"ids \['onet'\] are also models"):
+        parse_config(raw, "params.yaml")
+
+
+def test_missing_or_broken_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: params file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+
+
+def test_method_specs_of_models_and_methods():
+    study = load_config()
+    onet = study.method_spec("onet")
+    assert onet.kind == "cnn" and onet.model == "onet" and onet.options["checkpoint"] == "models/onet.pt"
+    assert onet.trained_on and onet.points == "ibug68"
+    mediapipe = study.method_spec("mediapipe")
+    assert mediapipe.mapped and mediapipe.caveats
+    with pytest.raises(KeyError, match="unknown method 'sift'"):
+        study.method_spec("sift")
+    with pytest.raises(ValueError, match="kind='Not A Module'"):
+        MethodSpec(id="x", kind="Not A Module")
