@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ from flmlib.detect import detect_faces
 from flmlib.io import read_image
 from flmlib.landmarkers.cnn import CNNLandmarker as ONetLandmarker
 from flmlib.landmarkers.dlib_predictor import DlibShapePredictor, dlib_model_path
-from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model, load_trained
+from flmlib.models import build_model, load_trained
 from flmlib.paths import PROJECT_ROOT, project_path
 from flmlib.predictor import Predictor, default_upsample
 
@@ -142,7 +142,7 @@ def nchw_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tenso
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        x = ((x - PIXEL_MEAN) / PIXEL_SCALE).contiguous()
+        x = ((x - model.pixel_mean) / model.pixel_scale).contiguous()
         return plain.head(plain.fc(plain.features(x)))
 
     return forward
@@ -521,8 +521,10 @@ def environment() -> dict:
 
 def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False, repeats: int = 5, warmup: int = 2,
         detect_images: int = 40, compile_: bool = True, allow_untrained: bool = False, profile: bool = False,
+        methods_to_compare: Sequence[str] = (), reference_method: str = "dlib",
         log: Callable[[str], None] = print) -> dict:
-    """Run every measurement and return the result dict (see the module docstring)."""
+    """Run every measurement and return the result dict (see the module docstring). ``methods_to_compare``: method
+    ids of params.yaml timed side by side (:func:`bench_methods`)."""
     started = time.perf_counter()
     if tiny:
         repeats, warmup, detect_images, compile_ = 1, 0, 2, False
@@ -639,12 +641,54 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
                                            for k, v in detection["methods"].items() if k != "dlib"}
     result["detection_included"] = detection
 
+    if methods_to_compare:
+        result["methods"] = bench_methods(methods_to_compare, images, boxes, max(1, repeats // 2), min(warmup, 1),
+                                          reference=reference_method, log=log)
     result["model_size"] = {"onet": onet_model_size(model, config, checkpoint), "dlib": dlib_model_size(dlib_model_path())}
     result["stage_timings"] = stage_timings(timings_dir, stage_names(timings_dir))
     result["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
     result["markdown"] = markdown(result)
     return result
+
+
+def bench_methods(method_ids: Sequence[str], images, boxes, repeats: int, warmup: int, reference: str,
+                  params_path: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Every compared method of params.yaml, built by the registry and timed the same way: image + box -> points
+    for every face (detection excluded), all faces in one ``predict_batch`` call, median over ``repeats``.
+
+    A method that cannot be built here (a trained model not trained yet, an environment not built) is listed with
+    the reason instead of a time. Returns ``{"methods": {id: {...}}, "reference": reference}``; each timed method
+    has ``ms_per_face``, ``faces_per_s``, ``ratio_to_reference`` and the threads torch had.
+    """
+    from flmlib.config import DEFAULT_PARAMS, load_config
+    from flmlib.landmarkers import build_method
+
+    study = load_config(params_path or DEFAULT_PARAMS)
+    boxes_list = [boxes[i : i + 1] for i in range(len(boxes))]
+    out: dict = {}
+    for method in method_ids:
+        spec = study.method_spec(method)
+        log(f"bench: method {method} ({spec.kind}) ...")
+        landmarker = None
+        try:
+            landmarker = build_method(spec)
+            seconds = median_seconds(lambda: landmarker.predict_batch(images, boxes_list), repeats, warmup)
+        except (OSError, ValueError, RuntimeError) as exc:
+            out[method] = {"kind": spec.kind, "skipped": f"{type(exc).__name__}: {exc}"}
+            continue
+        finally:  # a method with a worker process (MediaPipe) stops it here
+            if landmarker is not None and callable(getattr(landmarker, "close", None)):
+                landmarker.close()
+        out[method] = {"kind": spec.kind, "torch_threads": torch.get_num_threads(), **rate(seconds / len(boxes))}
+    ref = out.get(reference, {}).get("faces_per_s")
+    for entry in out.values():
+        if "faces_per_s" in entry and ref:
+            entry["ratio_to_reference"] = round(entry["faces_per_s"] / ref, 2)
+    return {"methods": out, "reference": reference,
+            "definition": "image + box -> 68 points, every test face in one predict_batch call (methods that work"
+                          " one face at a time loop inside), detection excluded; each method with its params.yaml"
+                          " options"}
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -697,6 +741,16 @@ def markdown(result: dict) -> str:
     for name, row in det["methods"].items():
         ratio = 1.0 if name == "dlib" else det.get("ratio_onet_to_dlib", {}).get(name)
         lines.append(f"| {name} | {_fmt(row['ms_per_image'])} | {_fmt(row['faces_per_s'], 1)} | {_fmt(ratio, 2)} |")
+    if result.get("methods"):
+        block = result["methods"]
+        lines += ["", "Every compared method, image + box -> points, detection excluded (all test faces in one call):",
+                  "", f"| method | kind | ms/face | faces/s | × {block['reference']} |", "|---|---|---:|---:|---:|"]
+        for name, row in block["methods"].items():
+            if "skipped" in row:
+                lines.append(f"| {name} | {row['kind']} | {row['skipped']} | | |")
+            else:
+                lines.append(f"| {name} | {row['kind']} | {_fmt(row['ms_per_face'])} | {_fmt(row['faces_per_s'], 0)} |"
+                             f" {_fmt(row.get('ratio_to_reference'), 2)} |")
     size = result["model_size"]
     lines += ["", "| model | parameters | MB on disk |", "|---|---:|---:|",
               f"| O-Net | {size['onet']['parameters']:,} | {_fmt(size['onet']['mb_on_disk'])} (.pt),"
@@ -739,13 +793,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for ~1 min)")
     parser.add_argument("--profile", action="store_true",
                         help="add the torch profiler's top operators of one batch of 256 faces to the JSON")
+    parser.add_argument("--methods", nargs="*", default=None, metavar="ID",
+                        help="method ids of params.yaml to time side by side (default: every compared method)")
     parser.add_argument("--allow-untrained", action="store_true",
                         help="time an untrained O-Net when the model file is missing (speed does not depend on weights)")
     args = parser.parse_args(argv)
+    from flmlib.config import load_config
+
+    study = load_config()
+    methods = study.method_ids if args.methods is None else args.methods
+    unknown = sorted(set(methods) - set(study.method_ids))
+    if unknown:
+        parser.error(f"--methods {unknown}: not methods of params.yaml {study.method_ids}")
     try:
         result = run(project_path(args.prepared), project_path(args.checkpoint), project_path(args.timings),
                      tiny=args.tiny, repeats=args.repeats, warmup=args.warmup, detect_images=args.detect_images,
                      compile_=not args.no_compile, allow_untrained=args.allow_untrained, profile=args.profile,
+                     methods_to_compare=methods, reference_method=study.reference,
                      log=lambda m: print(m, file=sys.stderr))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

@@ -212,6 +212,7 @@ class Compare(_Section):
 
 
 class Report(_Section):
+    headline_test_set: str = "test_aflw2000"   # the test set the README's answer is about (one no method trained on)
     examples: int = Field(12, ge=0)
     worst: int = Field(6, ge=0)
     seed: int = 0
@@ -238,6 +239,9 @@ class Study(_Section):
             if model.recipe not in self.train.recipes:
                 raise ValueError(f"models.{model_id}.recipe: {model.recipe!r} is not one of train.recipes "
                                  f"{sorted(self.train.recipes)}")
+        if self.report.headline_test_set not in self.test_sets:
+            raise ValueError(f"report.headline_test_set: {self.report.headline_test_set!r} is not one of the test "
+                             f"sets {sorted(self.test_sets)}")
         both = set(self.models) & set(self.methods)
         if both:
             raise ValueError(f"methods: ids {sorted(both)} are also models (a trained model is already a method)")

@@ -1,7 +1,10 @@
 """Landmark regressors and a registry that builds them by name (the name comes from params.yaml).
 
 Every model here takes ``(B, 3, S, S) float32`` **RGB pixels in 0..255** (``S = input_size``, 48 for O-Net) and
-normalises them itself, so callers (training, inference, ONNX export) cannot disagree about the normalisation.
+normalises them itself, ``(x - pixel_mean) / pixel_scale``, so callers (training, inference, ONNX export) cannot
+disagree about the normalisation. The model file records the values (:func:`flmlib.train.model_config`) and
+:func:`load_trained` rebuilds the model with them, so a network trained on other input statistics loads as it was
+trained.
 It returns ``(B, 136) float32``: 68 points as ``x0, y0, x1, y1, ...`` in **box units** (0 and 1 at the face box's
 edges; see :mod:`flmlib.crops`).
 """
@@ -15,7 +18,7 @@ from torch import nn
 
 N_OUTPUTS = 136
 
-#: Pixel normalisation applied inside every model: ``(x - PIXEL_MEAN) / PIXEL_SCALE`` (MTCNN's own: x -> about -1..1).
+#: Default pixel normalisation inside a model: ``(x - PIXEL_MEAN) / PIXEL_SCALE`` (MTCNN's own: x -> about -1..1).
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
 
@@ -32,8 +35,11 @@ class ONet(nn.Module):
 
     input_size = 48
 
-    def __init__(self, dropout: float = 0.0):
+    def __init__(self, dropout: float = 0.0, pixel_mean: float = PIXEL_MEAN, pixel_scale: float = PIXEL_SCALE):
         super().__init__()
+        if not (pixel_scale > 0):
+            raise ValueError(f"pixel_scale={pixel_scale!r} must be > 0")
+        self.pixel_mean, self.pixel_scale = float(pixel_mean), float(pixel_scale)
         self.features = nn.Sequential(
             nn.Conv2d(3, 32, 3), nn.PReLU(32), nn.MaxPool2d(3, 2, ceil_mode=True),
             nn.Conv2d(32, 64, 3), nn.PReLU(64), nn.MaxPool2d(3, 2, ceil_mode=True),
@@ -49,7 +55,7 @@ class ONet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-3:] != (3, self.input_size, self.input_size):
             raise ValueError(f"ONet expects (B, 3, {self.input_size}, {self.input_size}) input, got {tuple(x.shape)}")
-        x = ((x - PIXEL_MEAN) / PIXEL_SCALE).contiguous(memory_format=torch.channels_last)
+        x = ((x - self.pixel_mean) / self.pixel_scale).contiguous(memory_format=torch.channels_last)
         features = self.features(x)
         # Under bf16 autocast only the convolutions run in bf16: bf16 keeps 8 bits of mantissa, about 0.004 box
         # units near 0.5, too coarse for the regressed coordinates, while the fc and head cost next to nothing.
@@ -104,6 +110,12 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
         raise ValueError(f"{path}: not a flmlib model file (needs 'state_dict' and 'config')")
     config = blob["config"]
-    model = build_model(config["model"], **config.get("model_kwargs", {}))
+    norm = config.get("normalisation") or {}
+    if norm:  # the model file's own input statistics (files before this key existed used the defaults)
+        norm = {"pixel_mean": float(norm["mean"]), "pixel_scale": float(norm["scale"])}
+    try:
+        model = build_model(config["model"], **{**config.get("model_kwargs", {}), **norm})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot rebuild its {config['model']!r} model ({exc})") from exc
     model.load_state_dict(blob["state_dict"])
     return model.eval(), config

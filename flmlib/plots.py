@@ -40,8 +40,10 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
 
 def method_styles(methods: Sequence[str]) -> dict[str, dict]:
     """A fixed colour and marker per method (colour-blind palette); assigned in sorted order so every figure agrees."""
-    # colorblind[2] is green, too close to the ground-truth colour on faces; skip it.
-    colours = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 2]
+    # colorblind[2] is green, too close to the ground-truth colour on faces, and [3] (vermillion) too close to [1]
+    # (orange) in a line plot; both come last.
+    palette = sns.color_palette("colorblind", 10)
+    colours = [palette[i] for i in (0, 1, 4, 7, 9, 5, 8, 6, 3)]
     return {m: {"color": colours[i % len(colours)], "marker": _MARKERS[i % len(_MARKERS)]} for i, m in enumerate(sorted(methods))}
 
 
@@ -107,7 +109,7 @@ def ced_figure(
                  estimator=None, sort=False, drawstyle="steps-post", ax=ax)
     ax.set(xlim=(0, max_error), ylim=(0, 1.0), xlabel=M.ERROR_LABELS.get(error, error), ylabel="fraction of faces")
     ax.grid(alpha=0.3)
-    ax.legend(title=None, loc="lower right")
+    ax.legend(title=None, loc="upper left")  # CED curves start at 0 on the left: that corner stays empty
     ax.set_title(title or f"CED on {test_set or 'test set'} ({error})")
     return fig
 

@@ -234,7 +234,8 @@ def results_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR, th
         "usual normaliser on AFLW2000-3D (the inter-ocular distance collapses on profile faces). NMEs are means over "
         "the faces a method placed; AUC and failure rate count an unplaced face as a failure. Brackets: bootstrap 95% intervals; the last column is the paired bootstrap "
         f"difference of AUC@{k} against the reference method, **{study.reference}**. A face a method could not place "
-        "is a failure for it (\"unplaced\").",
+        "is a failure for it (\"unplaced\"). The box is the HOG detection box, or on test sets with landmark-derived "
+        "boxes that box; every method gets the same one.",
         "",
     ]
     for test_set in order or list(detail):
@@ -249,6 +250,49 @@ def results_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR, th
                      f"{spec.trained_on or 'n/a'}." + "".join(f" {c}" for c in spec.caveats))
     lines.extend(f"- {c}" for c in GENERAL_CAVEATS)
     return "\n".join(lines) + "\n"
+
+
+def headline_markdown(detail: Mapping, study, test_set: str, *, error: str = M.PRIMARY_ERROR,
+                      threshold: float = M.THRESHOLDS[0]) -> str:
+    """The answer in one paragraph: every method on ``test_set`` (the report's headline test set), ranked by its
+    AUC, with the paired difference against the reference and the inner-face NME; every number from ``detail``."""
+    k = M.threshold_key(threshold)
+    auc_key = f"{error}/auc@{k}"
+    entry = detail[test_set]["all"]
+    config = study.test_sets[test_set]
+    methods = sorted(entry["methods"], key=lambda m: -(entry["methods"][m].get(auc_key) or 0.0))
+    n_faces = max(v.get("n_faces", 0) for v in entry["methods"].values())
+    parts = []
+    for method in methods:
+        values = entry["methods"][method]
+        vs = "reference" if method == study.reference else _diff_cell(entry["vs_reference"].get(method), auc_key) + \
+            f" vs {study.reference}"
+        parts.append(f"**{method}** {_auc_cell(values, auc_key)} ({vs})")
+    inner = ", ".join(f"{m} {_fmt(entry['methods'][m].get('nme_interocular_inner/mean'), 4)}" for m in methods)
+    return (f"**Answer on `{test_set}`** ({config.description}; {n_faces} faces), ranked by AUC@{k} of "
+            f"{M.ERROR_LABELS.get(error, error)}: " + "; ".join(parts) + ". Inter-ocular NME over the 51 inner "
+            f"points: {inner}. Brackets: bootstrap 95% intervals; the sections below give every test set, the "
+            "breakdowns by yaw and subset, and the caveats.\n")
+
+
+def stage_times_markdown(timings_dir: str | Path, predictions_dir: str | Path) -> str:
+    """One line with the wall time of each stage of the last ``dvc repro`` (from ``reports/timings/*.json`` and the
+    predictions files; the report stage writes this line, so its own time is not in it)."""
+    import numpy as np
+
+    parts = []
+    for path in sorted(Path(timings_dir).glob("*.json"), key=lambda p: ("prepare", "train", "compare").index(
+            p.stem.split("_")[0]) if p.stem.split("_")[0] in ("prepare", "train", "compare") else 9):
+        record = json.loads(path.read_text())
+        seconds = record.get("session_seconds", record.get("seconds"))
+        if seconds is not None and record.get("stage", path.stem) != "report":
+            parts.append(f"{record.get('stage', path.stem)} {seconds:.0f} s")
+    predicted = sorted(Path(predictions_dir).glob("*/*.npz"))
+    if predicted:
+        total = sum(float(np.load(p)["seconds"]) for p in predicted)
+        parts.append(f"{len(predicted)} predict stages (the methods' own time, without starting each notebook) "
+                     f"{total:.0f} s")
+    return "Stage wall times of the `dvc repro` that made these numbers: " + ", ".join(parts) + ".\n"
 
 
 def study_caveats(study) -> list[str]:

@@ -45,7 +45,7 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     prepared, checkpoint, timings, model = setup
     out = tmp_path / "bench.json"
     code = bench.main(["--tiny", "--prepared", str(prepared), "--checkpoint", str(checkpoint),
-                       "--timings", str(timings), "--out", str(out)])
+                       "--timings", str(timings), "--out", str(out), "--methods", "dlib", "mediapipe"])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["faces"]["faces"] == 3 and result["onet_weights"] == "trained"
@@ -86,6 +86,11 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     assert list(stages["stages_seconds"]) == bench.stage_names(timings) == ["prepare"]
     assert stages["complete"] is True and stages["study_seconds"] == 12.5
     assert "| O-Net | onnxruntime | 256 |" in result["markdown"]
+    methods = result["methods"]["methods"]
+    assert set(methods) == {"dlib", "mediapipe"} and methods["dlib"]["ratio_to_reference"] == 1.0
+    # MediaPipe is timed where its environment is built, and otherwise listed with the reason
+    assert methods["mediapipe"].get("ms_per_face", 0) > 0 or "mediapipe-env" in methods["mediapipe"]["skipped"]
+    assert "| dlib | dlib_predictor |" in result["markdown"]
     assert out.with_suffix(".md").read_text().strip() == result["markdown"].strip()
     assert "target 10x" in capsys.readouterr().out
 

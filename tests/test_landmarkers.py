@@ -212,11 +212,27 @@ def test_onet_rejects_crops_of_another_size(checkpoint):
 def test_checkpoint_checks(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         ONetLandmarker.from_checkpoint(tmp_path / "nope.pt")
-    odd = save_checkpoint(tmp_path / "odd.pt", normalisation={"mean": 0.0, "scale": 255.0})
-    with pytest.raises(ValueError, match="normalisation"):
-        ONetLandmarker.from_checkpoint(odd)
+    broken = save_checkpoint(tmp_path / "broken.pt", normalisation={"mean": 0.0, "scale": 0.0})
+    with pytest.raises(ValueError, match=r"broken\.pt: cannot rebuild .*pixel_scale=0\.0"):
+        ONetLandmarker.from_checkpoint(broken)
     with pytest.raises(ValueError, match="backend"):
-        ONetLandmarker.from_checkpoint(odd, backend="tensorrt")
+        ONetLandmarker.from_checkpoint(broken, backend="tensorrt")
+
+
+def test_a_model_file_with_other_input_statistics_runs_with_them(tmp_path):
+    """A network trained on 0..1 inputs records its normalisation; loading rebuilds it, so it sees what it saw
+    in training (the same weights with the default statistics would answer something else)."""
+    torch.manual_seed(0)
+    unit = build_model("onet", pixel_mean=0.0, pixel_scale=255.0).eval()
+    path = save_checkpoint(tmp_path / "unit.pt", unit)
+    landmarker = ONetLandmarker.from_checkpoint(path, device="cpu")
+    assert landmarker.config["normalisation"]["scale"] == 255.0
+    x = torch.rand(2, 3, 48, 48) * 255
+    with torch.no_grad():
+        np.testing.assert_allclose(landmarker.run_network(x), unit(x).reshape(-1, 68, 2).numpy(), atol=1e-5)
+        default = build_model("onet").eval()
+        default.load_state_dict(unit.state_dict())
+        assert not np.allclose(default(x).numpy(), unit(x).numpy(), atol=1e-3)
 
 
 def test_registry(checkpoint):
@@ -323,3 +339,13 @@ def test_registry_names_a_kind_without_module():
         build_method(MethodSpec(id="x", kind="no_such_kind"))
     with pytest.raises(ValueError, match=r"flmlib.landmarkers.base has no build"):
         build_method(MethodSpec(id="x", kind="base"))
+
+
+def test_inference_does_not_import_the_training_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, flmlib.landmarkers.cnn, flmlib.landmarkers.dlib_predictor, flmlib.predictor, flmlib.cli;"
+            " print(sorted(m for m in sys.modules if m in ('flmlib.train', 'flmlib.train_figures', 'dvclive')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

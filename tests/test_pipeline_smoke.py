@@ -30,6 +30,7 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
                          "fixed": {"kind": "tests.fake_landmarker", "trained_on": "nothing",
                                    "caveats": ["A fixed shape: a test of the plumbing."]}}
     params["compare"]["n_resamples"] = 50
+    params["report"]["headline_test_set"] = "test_aflw2000_lmbox"
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     p = str(params_path)
@@ -53,7 +54,8 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     readme.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nTail\n")
     _run("05-report.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"),
          errors_path=str(reports / "errors.csv"), regions_path=str(reports / "regions.csv"),
-         detail_path=str(reports / "detail.json"), figures_dir=str(reports / "fig"), readme_path=str(readme),
+         detail_path=str(reports / "detail.json"), timings_dir=str(reports / "timings"), figures_dir=str(reports / "fig"),
+         readme_path=str(readme),
          update_readme=True, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")
@@ -73,3 +75,4 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     text = readme.read_text()
     assert text.startswith("# Title") and text.endswith("Tail\n") and "\nold\n" not in text
     assert "### test_aflw2000_lmbox" in text and "| all | fixed |" in text and "A fixed shape" in text
+    assert "**Answer on `test_aflw2000_lmbox`**" in text and "Stage wall times" in text

@@ -97,6 +97,7 @@ methods:
   dlib: {kind: dlib_predictor, trained_on: "300-W"}
   mesh: {kind: mediapipe_mesh, points: mapped, caveats: ["Mapped points."]}
 reference: dlib
+report: {headline_test_set: aflw-test, examples: 2, worst: 2, seed: 0}
 """
 
 
@@ -149,6 +150,29 @@ def test_results_markdown_one_table_per_test_set_with_every_method_and_caveat(tm
     assert detail["helen-test"]["all"]["methods"]["mesh"]["rmse_box/mean"] is not None  # mean over placed faces
     assert "![CED on helen-test (rmse_box)](reports/figures/ced_helen-test.png)" in md
     assert "- dlib saw it." in md and "Mapped points." in md and "trained on 300-W train" in md
+
+
+def test_headline_ranks_methods_by_auc_with_their_difference_to_the_reference():
+    study, detail = _study(), _detail()
+    text = R.headline_markdown(detail, study, "aflw-test")
+    methods = detail["aflw-test"]["all"]["methods"]
+    ranked = sorted(methods, key=lambda m: -methods[m]["rmse_box/auc@0.08"])
+    assert [text.index(f"**{m}**") for m in ranked] == sorted(text.index(f"**{m}**") for m in ranked)
+    assert "**dlib** " in text and "(reference)" in text and "vs dlib" in text
+    assert f"{methods['onet']['rmse_box/auc@0.08']:.3f}" in text
+
+
+def test_stage_times_line(tmp_path):
+    timings, preds = tmp_path / "timings", tmp_path / "pred"
+    timings.mkdir()
+    (timings / "prepare.json").write_text(json.dumps({"stage": "prepare", "seconds": 200.4}))
+    (timings / "train_onet.json").write_text(json.dumps({"stage": "train@onet", "session_seconds": 301.0}))
+    (timings / "report.json").write_text(json.dumps({"stage": "report", "seconds": 9.0}))
+    (preds / "dlib").mkdir(parents=True)
+    for name, seconds in (("a", 1.5), ("b", 2.0)):
+        np.savez(preds / "dlib" / f"{name}.npz", seconds=np.array(seconds))
+    line = R.stage_times_markdown(timings, preds)
+    assert "prepare 200 s, train@onet 301 s, 2 predict stages" in line and "4 s" in line and "report" not in line
 
 
 def test_study_caveats_collects_test_set_and_method_caveats():

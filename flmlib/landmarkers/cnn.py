@@ -15,6 +15,8 @@ itself; its box-unit output goes back to image pixels with :func:`flmlib.crops.b
 """
 from __future__ import annotations
 
+import math
+
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +26,7 @@ import torch
 
 from flmlib.augment import central_box
 from flmlib.crops import box_units_to_image, crop_context
-from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, load_trained
+from flmlib.models import load_trained
 from flmlib.paths import project_path
 from flmlib.device import resolve_device
 from flmlib.landmarkers.base import MethodSpec, check_batch, check_boxes, check_image
@@ -46,20 +48,15 @@ MIN_FACES_PER_CROP_THREAD = 16
 
 
 def check_model_config(config: dict, source: str) -> dict:
-    """Check that a model file's config carries what inference needs and matches this code's normalisation.
-
-    The network normalises pixels inside ``forward`` with :data:`flmlib.models.PIXEL_MEAN` / ``PIXEL_SCALE``; a
-    model file recorded with other values was trained on differently scaled inputs and would be fed wrongly.
-    """
+    """Check that a model file's config carries the input spec inference needs (``model``, ``input_size``,
+    ``crop_size``, ``context_factor``; ``normalisation`` is rebuilt into the model by
+    :func:`flmlib.models.load_trained`), with usable values; ``ValueError`` naming ``source`` otherwise."""
     missing = [k for k in ("model", "input_size", "crop_size", "context_factor") if k not in config]
     if missing:
         raise ValueError(f"{source}: model config lacks {missing} (has {sorted(config)})")
     norm = config.get("normalisation")
-    if norm is not None and (float(norm["mean"]), float(norm["scale"])) != (PIXEL_MEAN, PIXEL_SCALE):
-        raise ValueError(
-            f"{source}: model was saved with pixel normalisation mean={norm['mean']}, scale={norm['scale']}, but"
-            f" this flmlib normalises with mean={PIXEL_MEAN}, scale={PIXEL_SCALE}"
-        )
+    if norm is not None and not (float(norm["scale"]) > 0 and math.isfinite(float(norm["mean"]))):
+        raise ValueError(f"{source}: pixel normalisation mean={norm['mean']}, scale={norm['scale']} is not usable")
     crop, inner = int(config["crop_size"]), float(config["crop_size"]) / float(config["context_factor"])
     if crop <= 0 or inner <= 0:
         raise ValueError(f"{source}: crop_size={config['crop_size']}, context_factor={config['context_factor']} invalid")
