@@ -28,10 +28,12 @@ EXIT_MODEL = 3
 EXIT_CODES = {
     EXIT_OK: "success (predict: every input processed, at least one face in each image)",
     EXIT_INPUT_SKIPPED: "some inputs were skipped: missing file, not an image, or no face found (the others were written)",
-    EXIT_USAGE: "bad command line",
+    EXIT_USAGE: "bad command line (including an --out folder that cannot be written or is an input folder)",
     EXIT_MODEL: "the model could not be loaded or exported (e.g. missing or invalid --checkpoint)",
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Largest --upsample: each step doubles the image side for the HOG detector (4 = 16x the pixels).
+MAX_UPSAMPLE = 4
 #: Images whose faces go through the network together; bounds memory when a folder holds thousands of images.
 CHUNK = 64
 
@@ -77,13 +79,43 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:
-    """One output name per input: the file stem, with ``-2``, ``-3``, ... where stems repeat."""
-    seen: dict[str, int] = {}
+    """One distinct output name per input: the file stem, and for a stem that repeats (``a.jpg``, ``a.png``, or two
+    folders' ``a.jpg``) ``a-2``, ``a-3``, ... skipping every name another input already has (``a-2.jpg``).
+    Names are compared case-insensitively, as on macOS and Windows file systems."""
+    taken = {p.stem.lower() for p in paths}
+    used: set[str] = set()
     stems = []
     for path in paths:
-        seen[path.stem] = seen.get(path.stem, 0) + 1
-        stems.append(path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+        stem, n = path.stem, 1
+        while stem.lower() in used:
+            n += 1
+            stem = f"{path.stem}-{n}"
+            if stem.lower() in taken:  # another input's own name: keep looking
+                stem = path.stem
+                continue
+        used.add(stem.lower())
+        stems.append(stem)
     return stems
+
+
+def check_output_folder(out: Path, inputs: Sequence[str], paths: Sequence[Path]) -> str | None:
+    """Why ``out`` cannot take the outputs (None when it can): it is an input folder (annotated PNGs would replace
+    or join the inputs), it would overwrite an input image, or it cannot be created or written."""
+    resolved = out.resolve()
+    for item in inputs:
+        if Path(item).is_dir() and Path(item).resolve() == resolved:
+            return f"--out {out} is an input folder: outputs would replace or join the input images; choose another"
+    inside = {p.resolve() for p in paths if p.resolve().parent == resolved}
+    if inside:
+        return f"--out {out} holds input images ({sorted(inside)[0].name}, ...) that outputs could overwrite"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".flm-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"--out {out}: cannot create or write the output folder ({exc.strerror or exc})"
+    return None
 
 
 def annotate(image: np.ndarray, faces) -> np.ndarray:
@@ -133,10 +165,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _error(f"cannot load the {args.method} landmarker: {exc}")
         return EXIT_MODEL
     paths, errors = expand_inputs(args.inputs)
+    out = Path(args.out)
+    problem = check_output_folder(out, args.inputs, paths)
+    if problem:
+        _error(problem)
+        return EXIT_USAGE
     for message in errors:
         _error(message)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     landmarker = predictor.landmarker
     model_name = str(getattr(landmarker, "source", None) or getattr(landmarker, "model_path", None) or spec.kind)
     failed, written = len(errors), 0
@@ -164,8 +199,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             record = face_record(path, image, faces, predictor.method, predictor.upsample, model_name)
-            (out / f"{stem}.json").write_text(to_json(record))
-            cv2.imwrite(str(out / f"{stem}.png"), annotate(image, faces))
+            try:
+                (out / f"{stem}.json").write_text(to_json(record))
+                if not cv2.imwrite(str(out / f"{stem}.png"), annotate(image, faces)):
+                    raise OSError("OpenCV could not write the PNG")
+            except OSError as exc:
+                _error(f"{path}: cannot write its outputs to {out} ({exc})")
+                failed += 1
+                continue
             written += 1
             if not args.quiet:
                 print(f"{path}: {len(faces)} face(s) -> {out / stem}.json, .png")
@@ -267,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if getattr(args, "upsample", None) is not None and not 0 <= args.upsample <= MAX_UPSAMPLE:
+        parser.error(f"--upsample must be 0..{MAX_UPSAMPLE} (each step doubles the image side), got {args.upsample}")
     return args.func(args)
 
 

@@ -65,7 +65,10 @@ def onnx_config(path: str | Path) -> dict:
     """
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: the file is not an ONNX model
+        raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
     for entry in proto.metadata_props:
         if entry.key == CONFIG_KEY:
             return json.loads(entry.value)
@@ -84,7 +87,12 @@ def onnx_session(model: bytes | str | Path, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = int(threads)
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's InvalidProtobuf, Fail, ...: a model it cannot run
+        what = source if isinstance(source, str) else "ONNX bytes"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{what}: ONNX Runtime cannot load it ({reason})") from None
 
 
 def max_difference(model: torch.nn.Module, session, batch: int = 8, seed: int = 0) -> float:

@@ -6,7 +6,9 @@ never a silently wrong array.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -97,17 +99,64 @@ def read_keypoints_csv(path: str | Path, skip_bad_rows: bool = False,
     return frame, messages
 
 
+#: The largest image :func:`read_image` decodes, in pixels (100 megapixels, e.g. 10,000 x 10,000). A 70-byte PNG can
+#: claim 60,000 x 60,000 pixels (10 GB decoded); the header is checked before decoding. The environment variable
+#: ``FLM_MAX_IMAGE_PIXELS`` raises or lowers the limit.
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+MAX_PIXELS_VARIABLE = "FLM_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The image size limit in pixels: ``FLM_MAX_IMAGE_PIXELS`` if set, else :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        limit = int(float(value))
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={value!r} is not a number of pixels") from None
+    if limit <= 0:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={value!r} must be positive")
+    return limit
+
+
+def _header_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from the image header without decoding the pixels; None if Pillow cannot tell."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the limit is ours (read_image), not Pillow's
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(buf.tobytes())) as image:
+            warnings.simplefilter("ignore")
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as ``(H, W, 3) uint8`` RGB.
 
     Raises:
-        DataError: the file is missing, empty or not a decodable image.
+        DataError: the file is missing, empty, not a decodable image, or larger than :func:`max_image_pixels`
+        (checked on the header, before any pixel is decoded).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     buf = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    size = _header_size(buf) if buf.size else None
+    limit = max_image_pixels()
+    if size is not None and size[0] * size[1] > limit:
+        raise DataError(f"{path}: {size[0]} x {size[1]} pixels is more than the limit of {limit:,} pixels"
+                        f" (set {MAX_PIXELS_VARIABLE} to read larger images)")
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    except cv2.error as exc:  # OpenCV's own size limit, or a decoder failure
+        raise DataError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1][:200]})") from None
     if image is None:
         raise DataError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -106,7 +106,11 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: trained model file not found")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - random bytes, a truncated file, a pickle with code: all unreadable
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path}: not a readable model file ({type(exc).__name__}: {reason})") from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
         raise ValueError(f"{path}: not a flmlib model file (needs 'state_dict' and 'config')")
     config = blob["config"]

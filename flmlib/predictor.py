@@ -57,6 +57,7 @@ class Face:
 
 
 ImageLike = np.ndarray | str | Path
+EXPECTED_IMAGE = ("a path, a PIL image, or a uint8 array (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA")
 
 
 class Predictor:
@@ -86,10 +87,26 @@ class Predictor:
 
     @staticmethod
     def load(image: ImageLike) -> np.ndarray:
-        """An image argument as ``(H, W, 3) uint8`` RGB: arrays are checked, paths are read (``DataError`` if not)."""
+        """An image argument as ``(H, W, 3) uint8`` RGB.
+
+        Accepted: a path (read with :func:`flmlib.io.read_image`; ``DataError`` if it cannot be), a PIL image (any
+        mode, converted to RGB), an ``(H, W)`` uint8 grey array (repeated to three channels), an ``(H, W, 4)`` uint8
+        RGBA array (alpha dropped) or an ``(H, W, 3)`` uint8 RGB array. Anything else raises ``TypeError`` /
+        ``ValueError`` saying what was given and what is expected.
+        """
         if isinstance(image, (str, Path)):
             return read_image(image)
-        return check_image(image)
+        if image is None:
+            raise TypeError(f"image is None; expected {EXPECTED_IMAGE}")
+        if hasattr(image, "convert") and hasattr(image, "size") and not isinstance(image, np.ndarray):  # PIL
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"image is a {type(image).__name__}; expected {EXPECTED_IMAGE}")
+        if image.dtype == np.uint8 and image.ndim == 2:
+            return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
+        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4:
+            return np.ascontiguousarray(image[:, :, :3])
+        return check_image(image, f"image ({EXPECTED_IMAGE})")
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """``(K, 4) float32`` HOG detections of one ``(H, W, 3) uint8`` image."""
@@ -109,6 +126,9 @@ class Predictor:
     def __call__(self, images: ImageLike | Sequence[ImageLike]):
         """One image (array ``(H, W, 3)`` or path) -> list of :class:`Face`; a list of images or an
         ``(N, H, W, 3)`` array -> one such list per image."""
-        if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+        if images is None or isinstance(images, (str, Path)) or hasattr(images, "convert") or (
+                isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             return self.predict(images)
+        if not hasattr(images, "__iter__"):
+            raise TypeError(f"images is a {type(images).__name__}; expected {EXPECTED_IMAGE}, or a list of them")
         return self.predict_many(list(images))

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -346,6 +347,22 @@ class Evaluator:
         return row
 
 
+def read_checkpoint(path: Path) -> dict | None:
+    """The resumable state in ``path``, or None (with a message naming the file on stderr) when it cannot be read:
+    a damaged checkpoint costs the epochs it held, never the run."""
+    try:
+        # weights_only: tensors, numbers, strings and containers only; a checkpoint never needs more.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"fingerprint", "epoch", "model"} <= set(ckpt):
+            raise ValueError("not a training checkpoint of this code")
+        return ckpt
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is handled the same way
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"warning: {path}: cannot resume from this checkpoint ({type(exc).__name__}: {reason[:200]});"
+              " starting afresh", file=sys.stderr, flush=True)
+        return None
+
+
 def _save_atomic(obj, path: Path) -> None:
     # Write-then-rename: a run killed while saving leaves the previous checkpoint intact.
     tmp = path.with_suffix(".tmp")
@@ -447,8 +464,8 @@ def train(
     ckpt_path = checkpoint_dir / CHECKPOINT_NAME
     history: list[dict] = []
     start = 0
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(ckpt_path) if ckpt_path.is_file() else None
+    if ckpt is not None:
         if ckpt.get("fingerprint") == key and ckpt["epoch"] <= config.epochs:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])

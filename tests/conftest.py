@@ -31,3 +31,16 @@ def coordinate_ramps(h: int, w: int) -> np.ndarray:
     bilinear sample of it returns the image coordinates it was taken at."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     return np.stack([x, y, np.zeros_like(x)], axis=-1)
+
+
+def write_png_bomb(path: Path, width: int = 60000, height: int = 60000) -> Path:
+    """A ~70-byte PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path

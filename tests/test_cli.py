@@ -90,3 +90,80 @@ def test_help_and_exit_code_through_the_process(bad_inputs, tmp_path):
     failed = run("predict", str(bad_inputs["missing"]), "--model", "dlib", "--out", str(tmp_path))
     assert failed.returncode == EXIT_INPUT_SKIPPED and "missing.jpg: no such file" in failed.stderr
     assert run("predict").returncode == 2  # argparse: no input given
+
+
+def _png(path, rgb):
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_outputs_of_colliding_names_stay_apart(good_image, tmp_path, capsys):
+    from flmlib.cli import output_stems
+    from pathlib import Path
+
+    assert output_stems([Path("x/a.jpg"), Path("x/a.png"), Path("x/a-2.jpg")]) == ["a", "a-3", "a-2"]
+    assert output_stems([Path("x/A.jpg"), Path("y/a.jpg")]) == ["A", "a-2"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    face = cv2.cvtColor(cv2.imread(str(good_image)), cv2.COLOR_BGR2RGB)
+    (folder / "a.jpg").write_bytes(good_image.read_bytes())
+    _png(folder / "a.png", face)
+    (folder / "a-2.jpg").write_bytes(good_image.read_bytes())
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--method", "dlib", "--out", str(out)]) == EXIT_OK, capsys.readouterr().err
+    records = [json.loads(p.read_text())["image"] for p in sorted(out.glob("*.json"))]
+    assert sorted(records) == sorted(str(folder / n) for n in ("a.jpg", "a.png", "a-2.jpg"))
+
+
+def test_out_must_not_be_an_input_folder(good_image, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "face.jpg").write_bytes(good_image.read_bytes())
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["predict", str(folder), "--method", "dlib", "--out", str(folder)]) == 2
+    assert "is an input folder" in capsys.readouterr().err
+    assert main(["predict", str(folder / "face.jpg"), "--method", "dlib", "--out", str(folder)]) == 2
+    assert "holds input images" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_unwritable_out_is_a_command_line_error(good_image, tmp_path, capsys):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "under"):
+        assert main(["predict", str(good_image), "--method", "dlib", "--out", str(out)]) == 2
+        assert "cannot create or write the output folder" in capsys.readouterr().err
+    import os
+
+    if os.geteuid() != 0:  # root writes anywhere; the read-only case needs an ordinary user
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["predict", str(good_image), "--method", "dlib", "--out", str(locked)]) == 2
+
+
+def test_bad_upsample_is_a_command_line_error(good_image, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(good_image), "--upsample", "-1", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--upsample must be 0..4" in err and "array" not in err
+
+
+def test_corrupt_model_files_exit_3_with_the_file_named(good_image, tmp_path, capsys):
+    for name in ("random.pt", "random.onnx"):
+        path = tmp_path / name
+        path.write_bytes(np.random.default_rng(1).bytes(2048))
+        code = main(["predict", str(good_image), "--checkpoint", str(path), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == EXIT_MODEL and name in err and "Traceback" not in err and "weights_only=False" not in err
+
+
+def test_a_decompression_bomb_is_skipped_and_the_next_image_written(good_image, tmp_path, capsys):
+    from conftest import write_png_bomb
+
+    bomb = write_png_bomb(tmp_path / "bomb.png")
+    out = tmp_path / "out"
+    code = main(["predict", str(bomb), str(good_image), "--method", "dlib", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT_SKIPPED and "bomb.png: 60000 x 60000 pixels is more than the limit" in err
+    assert (out / f"{good_image.stem}.json").is_file()

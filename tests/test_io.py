@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -96,3 +97,23 @@ def test_write_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
         write_json(tmp_path / "m.json", {"x": float("nan")})
     assert write_json(tmp_path / "sub" / "m.json", {"x": 1}).read_text().strip().endswith("}")
+
+
+def test_image_size_is_checked_before_decoding(tmp_path, monkeypatch):
+    from conftest import write_png_bomb
+
+    from flmlib.io import read_image
+
+    bomb = write_png_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 100
+    with pytest.raises(DataError, match=r"bomb\.png: 60000 x 60000 pixels is more than the limit.*FLM_MAX_IMAGE_PIXELS"):
+        read_image(bomb)
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((30, 40, 3), np.uint8))
+    assert read_image(small).shape == (30, 40, 3)
+    monkeypatch.setenv("FLM_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(DataError, match="40 x 30 pixels is more than the limit of 1,000"):
+        read_image(small)
+    monkeypatch.setenv("FLM_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="FLM_MAX_IMAGE_PIXELS='lots'"):
+        read_image(small)

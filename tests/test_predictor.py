@@ -68,5 +68,25 @@ def test_single_image_and_path_forms(data_root):
     assert predictor(np.zeros((80, 80, 3), np.uint8)) == []  # no face in a blank image
     with pytest.raises(DataError, match="missing.jpg"):
         predictor(path.parent / "missing.jpg")
+    assert predictor(np.zeros((80, 80), np.uint8)) == []  # a grey array is taken as grey, not refused
     with pytest.raises(ValueError, match="uint8 RGB"):
-        predictor(np.zeros((80, 80), np.uint8))
+        predictor(np.zeros((80, 80, 2), np.uint8))
+
+
+def test_api_accepts_grey_rgba_and_pil_and_names_what_it_expects():
+    from PIL import Image
+
+    predictor = Predictor(RecordingLandmarker(), upsample=0, detector=fake_detector)
+    rgb = np.random.default_rng(0).integers(0, 255, (60, 220, 3), dtype=np.uint8)
+    assert len(predictor(rgb)) == 2
+    grey = predictor.load(rgb[:, :, 0])
+    assert grey.shape == (60, 220, 3) and (grey[:, :, 0] == grey[:, :, 2]).all()
+    assert predictor.load(np.dstack([rgb, np.full((60, 220), 255, np.uint8)])).shape == (60, 220, 3)
+    assert np.array_equal(predictor.load(Image.fromarray(rgb)), rgb)
+    assert len(predictor(Image.fromarray(rgb).convert("L"))) == 2
+    with pytest.raises(TypeError, match="image is None; expected a path, a PIL image"):
+        predictor(None)
+    with pytest.raises(TypeError, match="images is a int"):
+        predictor(3)
+    with pytest.raises(ValueError, match=r"float64 \(60, 220, 3\)"):
+        predictor(rgb.astype(float))

@@ -130,3 +130,15 @@ def test_landmark_box_test_set_on_hand_made_faces(tmp_path):
     assert not arrays["lm"]["detected"].any()
     # the landmark box reproduces the detector's proportions: here it is the detection box of the same points
     np.testing.assert_allclose(arrays["lm"]["boxes"][0], detection(landmarks[2], 10.0), atol=1e-3)
+
+
+def test_a_decompression_bomb_in_the_data_is_named_or_skipped(tiny, tmp_path):
+    from conftest import write_png_bomb
+
+    rows = tiny.head(2).copy()
+    rows.loc[rows.index[0], "image_path"] = str(write_png_bomb(tmp_path / "bomb.png"))
+    results = detect_all(rows, 1, 0.3, 96, 2.0, workers=1)
+    with pytest.raises(DataError, match=r"bomb\.png: 60000 x 60000 pixels"):
+        assemble(rows, results, 96, 2.0, train_fallback_box=True, skip_bad_files=False)
+    faces, _ = assemble(rows, results, 96, 2.0, train_fallback_box=True, skip_bad_files=True)
+    assert faces["readable"].tolist() == [False, True]

@@ -71,6 +71,16 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(splits, tmp_path):
     assert other.resumed_from == 0
 
 
+def test_a_damaged_checkpoint_is_named_and_training_starts_afresh(splits, tmp_path, capsys):
+    whole = run(tiny(epochs=2), splits, tmp_path / "whole")
+    (tmp_path / "bad" / "ckpt").mkdir(parents=True)
+    (tmp_path / "bad" / "ckpt" / "last.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    fresh = run(tiny(epochs=2), splits, tmp_path / "bad")
+    err = capsys.readouterr().err
+    assert "last.pt: cannot resume from this checkpoint" in err and "starting afresh" in err
+    assert fresh.resumed_from == 0 and same_weights(whole.model, fresh.model)
+
+
 def test_model_file_rebuilds_the_model(splits, tmp_path):
     result = run(tiny(epochs=1), splits, tmp_path)
     model, config = load_trained(tmp_path / "onet.pt")
