@@ -9,6 +9,15 @@ STAMP  := $(VENV)/.installed
 
 include mk/mediapipe.mk
 
+# The environment belongs to the folder it was built in: its editable install, console scripts and kernel point
+# there. In a copied or moved project it would run the original's code, so it is rebuilt (the stamp holds the path).
+ifneq ($(wildcard $(STAMP)),)
+ifneq ($(shell cat $(STAMP)),$(CURDIR))
+$(info .venv was built for $(shell cat $(STAMP)), not $(CURDIR): rebuilding it here)
+$(shell rm -f $(STAMP) $(MP_STAMP))
+endif
+endif
+
 .PHONY: env mediapipe-env data repro test lab bench lock clean-env
 
 env: $(STAMP)
@@ -16,17 +25,23 @@ env: $(STAMP)
 mediapipe-env: $(MP_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python && test "$$(cat $(VENV)/.project 2>/dev/null)" = "$(CURDIR)" \
+		|| $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "flm-study (.venv)" >/dev/null
-	touch $(STAMP)
+	echo "$(CURDIR)" > $(VENV)/.project
+	echo "$(CURDIR)" > $(STAMP)
 
 # data/ is tracked by DVC (data.dvc); pulling an up-to-date checkout is a no-op. Stage outputs are rebuilt, not pulled.
 data: $(STAMP)
 	$(BIN)/dvc pull --quiet data.dvc
 
+# data/ is an input of the study, never its output: if it differs from data.dvc (a damaged or edited file), stop
+# before `dvc repro` could record the changed data as the study's data.
 repro: data $(MP_STAMP)
+	@$(BIN)/dvc status --quiet data.dvc || { echo "data/ differs from data.dvc (see \`dvc status data.dvc\`):" \
+		"restore it with \`dvc checkout data.dvc\`, or \`dvc add data\` if the change is meant"; exit 1; }
 	$(BIN)/dvc repro
 
 test: data $(MP_STAMP)

@@ -197,6 +197,14 @@ def _check_faces(crops: np.ndarray, *point_sets: np.ndarray) -> None:
             raise ValueError(f"points have shape {np.shape(pts)}; expected ({len(crops)}, 68, 2) to match the crops")
 
 
+def _title_and_legend(fig: Figure, title: str | None, handles: list) -> None:
+    """A figure title above the faces and the shared legend in a row below them, both outside the axes (a legend at
+    the top shares the space above the axes with the title, and constrained layout drew one over the other)."""
+    if title:
+        fig.suptitle(title)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize=8)
+
+
 def example_grid(
     crops: np.ndarray,
     gt: np.ndarray,
@@ -207,8 +215,10 @@ def example_grid(
     boxes: np.ndarray | None = None,
     context_factor: float = 2.0,
     tile: float = 2.3,
+    title: str | None = None,
 ) -> Figure:
-    """A grid of faces: each crop with the ground truth and every method's prediction, and one shared legend.
+    """A grid of faces: each crop with the ground truth and every method's prediction, and one shared legend
+    (under ``title``, when given: constrained layout stacks the two so neither covers the other).
 
     Args:
         crops: ``(N, S, S, 3) uint8`` context crops.
@@ -225,8 +235,7 @@ def example_grid(
     for i in range(len(crops)):
         _draw_face(axes[i], crops[i], gt_c[i], {m: p[i] for m, p in preds_c.items()}, styles,
                    None if titles is None else str(titles[i]))
-    fig.legend(handles=_legend_handles(list(preds), styles), loc="outside upper center", ncols=len(preds) + 1,
-               frameon=False, fontsize=8)
+    _title_and_legend(fig, title, _legend_handles(list(preds), styles))
     return fig
 
 
@@ -242,8 +251,10 @@ def worst_faces_figure(
     boxes: np.ndarray | None = None,
     context_factor: float = 2.0,
     tile: float = 2.3,
+    title: str | None = None,
 ) -> Figure:
-    """The ``k`` faces with the largest error for each method: one row per method, worst first.
+    """The ``k`` faces with the largest error for each method: one row per method, worst first. A face the method
+    could not place (error inf) is captioned "not placed".
 
     Each tile shows the ground truth and *every* method's prediction (so one method's failure can be compared with
     the other's result on the same face); the caption gives the row method's error and the face id.
@@ -267,12 +278,11 @@ def worst_faces_figure(
             raise ValueError(f"errors[{method!r}] has shape {e.shape}; expected ({len(crops)},)")
         order = np.argsort(-np.nan_to_num(e, posinf=np.finfo(float).max), kind="stable")[:k]
         for col, i in enumerate(order):
-            caption = f"{method} #{col + 1}: {error} {e[i]:.3f}"
+            caption = f"{method} #{col + 1}: " + (f"{error} {e[i]:.3f}" if np.isfinite(e[i]) else "not placed")
             if face_ids is not None:
                 caption += f"\n{face_ids[i]}"
             _draw_face(axes[row, col], crops[i], gt_c[i], {m: p[i] for m, p in preds_c.items()}, styles, caption)
-    fig.legend(handles=_legend_handles(list(preds), styles), loc="outside upper center", ncols=len(preds) + 1,
-               frameon=False, fontsize=8)
+    _title_and_legend(fig, title, _legend_handles(list(preds), styles))
     return fig
 
 

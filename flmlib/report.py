@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nbformat
@@ -24,11 +25,13 @@ RESULTS_END = "<!-- results:end -->"
 
 @dataclass(frozen=True)
 class Page:
-    """One rendered notebook: its title and HTML file (a name relative to the index)."""
+    """One rendered notebook: its title and HTML file (a name relative to the index); ``code_href`` is the same
+    notebook with its code cells, when rendered."""
 
     title: str
     href: str
     source: str
+    code_href: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------- HTML
@@ -69,9 +72,20 @@ def render_notebook(notebook: str | Path, out_dir: str | Path, *, hide_input: bo
                             exclude_output_prompt=hide_input)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{notebook.stem}.html"
-    target.write_text(body, encoding="utf-8")
+    target = out_dir / f"{notebook.stem}{'' if hide_input else CODE_SUFFIX}.html"
+    target.write_text(offline_html(body), encoding="utf-8")
     return Page(title=title, href=target.name, source=str(notebook))
+
+
+#: File-name suffix of the pages that show the code cells too.
+CODE_SUFFIX = "-code"
+_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", re.IGNORECASE)
+
+
+def offline_html(page: str) -> str:
+    """``page`` without the scripts nbconvert's template loads from CDNs (require.js for widgets, MathJax): the
+    study's pages have neither widgets nor formulas, and a report read offline must not wait on the network."""
+    return _REMOTE_SCRIPT.sub("", page)
 
 
 _INDEX_TEMPLATE = """<!DOCTYPE html>
@@ -106,7 +120,9 @@ def write_index(pages: Sequence[Page], out_dir: str | Path, *, title: str = "Rep
     out_dir.mkdir(parents=True, exist_ok=True)
     items = "\n".join(
         f'<li><a href="{html.escape(p.href, quote=True)}">{html.escape(p.title)}</a> '
-        f'<span class="src">({html.escape(Path(p.source).name)})</span></li>'
+        + (f'<span class="src">(<a href="{html.escape(p.code_href, quote=True)}">with code</a>, ' if p.code_href
+           else '<span class="src">(')
+        + f'{html.escape(Path(p.source).name)})</span></li>'
         for p in pages
     )
     notes_html = "\n".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
@@ -119,12 +135,21 @@ def render_report(
     notebooks: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    hide_input: bool = False,
+    with_code: bool = True,
     title: str = "Report",
     notes: Sequence[str] = (),
 ) -> Path:
-    """Render every notebook (in stage order) to HTML in ``out_dir`` and write the index; returns the index path."""
-    pages = [render_notebook(nb, out_dir, hide_input=hide_input) for nb in notebooks]
+    """Render every notebook (in stage order) to HTML in ``out_dir`` and write the index; returns the index path.
+
+    Each notebook's page shows its figures, tables and text without code (what a reader of the comparison wants);
+    with ``with_code`` a second page, ``<stem>-code.html``, linked from the index, shows the code cells too.
+    """
+    pages = []
+    for nb in notebooks:
+        page = render_notebook(nb, out_dir, hide_input=True)
+        if with_code:
+            page = replace(page, code_href=render_notebook(nb, out_dir, hide_input=False).href)
+        pages.append(page)
     return write_index(pages, out_dir, title=title, notes=notes)
 
 

@@ -76,3 +76,18 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     assert text.startswith("# Title") and text.endswith("Tail\n") and "\nold\n" not in text
     assert "### test_aflw2000_lmbox" in text and "| all | fixed |" in text and "A fixed shape" in text
     assert "**Answer on `test_aflw2000_lmbox`**" in text and "Stage wall times" in text
+
+    # The rendered report: no code on the reader's pages, every image embedded, nothing fetched from the network.
+    import re
+
+    from flmlib.report import main as render
+
+    html = tmp_path / "html"
+    assert render([str(tmp_path / "01-prepare.ipynb"), str(tmp_path / "05-report.ipynb"), "--out", str(html),
+                   "--params", p]) == 0
+    page = (html / "05-report.html").read_text()
+    images = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)
+    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images), \
+        [s[:40] for s in images if not s.startswith("data:")]
+    assert "jp-InputArea-editor" not in page and "jp-InputArea-editor" in (html / "05-report-code.html").read_text()
+    assert not re.search(r'(src|href)="https?://', page)

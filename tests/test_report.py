@@ -29,13 +29,18 @@ def test_render_notebook_and_index(tmp_path):
     out = tmp_path / "html"
     index = R.render_report([nb1, nb2], out, title="flm-study", notes=["dlib may have seen these faces"])
     page = (out / "03-compare.html").read_text()
-    assert "forty-two-output" in page and "secret_source_marker" in page
+    assert "forty-two-output" in page and "secret_source_marker" not in page  # the reader's page: no code
+    code_page = (out / "03-compare-code.html").read_text()
+    assert "forty-two-output" in code_page and "secret_source_marker" in code_page
     assert re.search(r"<title>\s*Compare the methods\s*</title>", page)
     text = index.read_text()
     hrefs = re.findall(r'<a href="([^"]+)">([^<]+)</a>', text)
-    assert hrefs == [("03-compare.html", "Compare the methods"), ("04-report.html", "Report &amp; figures")]
+    assert hrefs == [("03-compare.html", "Compare the methods"), ("03-compare-code.html", "with code"),
+                     ("04-report.html", "Report &amp; figures"), ("04-report-code.html", "with code")]
     assert all((out / h).is_file() for h, _ in hrefs)
     assert "dlib may have seen these faces" in text
+    for html_page in out.glob("*.html"):  # nothing is fetched from the network when the report is opened
+        assert not re.search(r'(src|href)="https?://', html_page.read_text()), html_page.name
 
 
 def test_render_hides_input_on_request(tmp_path):
@@ -43,6 +48,8 @@ def test_render_hides_input_on_request(tmp_path):
     R.render_notebook(nb, tmp_path / "html", hide_input=True)
     page = (tmp_path / "html" / "a.html").read_text()
     assert "forty-two-output" in page and "secret_source_marker" not in page
+    R.render_notebook(nb, tmp_path / "html", hide_input=False)
+    assert "secret_source_marker" in (tmp_path / "html" / "a-code.html").read_text()
 
 
 def test_render_missing_notebook_names_it(tmp_path):
