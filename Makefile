@@ -18,7 +18,7 @@ $(shell rm -f $(STAMP) $(MP_STAMP))
 endif
 endif
 
-.PHONY: env mediapipe-env data repro test lab bench lock clean-env
+.PHONY: env mediapipe-env data repro test lab bench report-shots lock clean-env
 
 env: $(STAMP)
 
@@ -52,6 +52,19 @@ lab: $(STAMP)
 
 bench: data
 	$(BIN)/python -m flmlib.bench
+
+# Screenshots of the rendered report pages (reports/html) in headless Chromium, to look at them as a reader would.
+# Needs Debian's chromium (`apt-get install chromium`); the flags keep it off the network.
+CHROMIUM_FLAGS := --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	--disable-component-update --disable-sync --hide-scrollbars --window-size=1280,3000
+report-shots:
+	@command -v chromium >/dev/null || { echo "report-shots needs chromium: apt-get install chromium"; exit 1; }
+	mkdir -p reports/screenshots
+	for page in reports/html/*.html; do \
+		chromium $(CHROMIUM_FLAGS) --user-data-dir=$$(mktemp -d) \
+			--screenshot=reports/screenshots/$$(basename $$page .html).png file://$(CURDIR)/$$page 2>/dev/null; \
+	done
+	@echo "screenshots in reports/screenshots/"
 
 # Re-pin every dependency after editing pyproject.toml (needs a working environment).
 lock: $(STAMP)

@@ -50,6 +50,7 @@ from flmlib.predictor import Predictor, default_upsample
 
 BATCH_SIZES = (1, 256)
 TARGET_RATIO = 10.0
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 STAGES_FALLBACK = ("prepare", "train", "compare", "report")
 
 
@@ -494,6 +495,21 @@ def stage_timings(timings_dir: Path, stages: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------- environment
 
 
+#: CPU flags that decide how fast the networks run: AVX2 / FMA on most x86 CPUs, AVX-512 and its bf16 / VNNI
+#: extensions (and AMX) on recent servers.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def vector_isa() -> list[str]:
+    """The vector instruction sets of :data:`ISA_FLAGS` this CPU reports (``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [f for f in ISA_FLAGS if f in flags]
+
+
 def environment() -> dict:
     import dlib
     import onnxruntime
@@ -509,7 +525,8 @@ def environment() -> dict:
                                 text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"cpu": cpu, "cores_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu, "vector_isa": vector_isa(), "cores_available": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "dlib": dlib.__version__, "numpy": np.__version__, "git_commit": commit,
             "load_average_start": [round(v, 2) for v in os.getloadavg()],
@@ -761,7 +778,8 @@ def markdown(result: dict) -> str:
     lines += [f"| {stage} | {_fmt(seconds, 1)} |" for stage, seconds in timing["stages_seconds"].items()]
     lines.append(f"| whole study | {_fmt(timing['study_seconds'], 1)} |")
     env = result["environment"]
-    lines += ["", f"Machine: {env['cpu']}, {env['cores_available']} cores, torch {env['torch']} with"
+    lines += ["", f"Machine: {env['cpu']} ({', '.join(env.get('vector_isa') or ['no AVX2'])}),"
+              f" {env['cores_available']} cores, git commit {env.get('git_commit')}, torch {env['torch']} with"
               f" {env['torch_threads']} threads; load average {env['load_average_start']} at start,"
               f" {env.get('load_average_end')} at end (a shared machine inflates and scatters the times)."]
     return "\n".join(lines)
@@ -795,6 +813,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="add the torch profiler's top operators of one batch of 256 faces to the JSON")
     parser.add_argument("--methods", nargs="*", default=None, metavar="ID",
                         help="method ids of params.yaml to time side by side (default: every compared method)")
+    parser.add_argument("--readme", default=None, metavar="PATH",
+                        help="also write the tables between the <!-- bench:start --> and <!-- bench:end --> lines of"
+                             " this file (the README's speed section)")
     parser.add_argument("--allow-untrained", action="store_true",
                         help="time an untrained O-Net when the model file is missing (speed does not depend on weights)")
     args = parser.parse_args(argv)
@@ -818,6 +839,10 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     out.with_suffix(".md").write_text(result["markdown"] + "\n")
+    if args.readme:
+        from flmlib.report import update_readme
+
+        update_readme(project_path(args.readme), result["markdown"], start=BENCH_START, end=BENCH_END)
     print_table(result)
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
     return 0

@@ -311,7 +311,11 @@ def stage_times_markdown(timings_dir: str | Path, predictions_dir: str | Path) -
         record = json.loads(path.read_text())
         seconds = record.get("session_seconds", record.get("seconds"))
         if seconds is not None and record.get("stage", path.stem) != "report":
-            parts.append(f"{record.get('stage', path.stem)} {seconds:.0f} s")
+            detail = ""
+            if "val_nme_interocular" in record:  # a train stage: what it trained, and how well on validation
+                detail = (f" ({record.get('recipe', '')} recipe, {record.get('epochs')} epochs, validation NME "
+                          f"(inter-ocular) {record['val_nme_interocular']:.4f})")
+            parts.append(f"{record.get('stage', path.stem)} {seconds:.0f} s{detail}")
     predicted = sorted(Path(predictions_dir).glob("*/*.npz"))
     if predicted:
         total = sum(float(np.load(p)["seconds"]) for p in predicted)
@@ -328,25 +332,25 @@ def study_caveats(study) -> list[str]:
     return out
 
 
-def replace_marked_block(text: str, content: str, *, source: str = "text") -> str:
-    """``text`` with everything between :data:`RESULTS_START` and :data:`RESULTS_END` replaced by ``content``.
+def replace_marked_block(text: str, content: str, *, source: str = "text", start: str = RESULTS_START,
+                         end: str = RESULTS_END) -> str:
+    """``text`` with everything between the ``start`` and ``end`` marker lines (default :data:`RESULTS_START`,
+    :data:`RESULTS_END`) replaced by ``content``.
 
     Raises:
         ValueError naming ``source`` when the markers are missing, duplicated or out of order.
     """
-    starts, ends = text.count(RESULTS_START), text.count(RESULTS_END)
+    starts, ends = text.count(start), text.count(end)
     if starts != 1 or ends != 1:
-        raise ValueError(
-            f"{source}: needs exactly one {RESULTS_START} and one {RESULTS_END} line (found {starts} and {ends})"
-        )
-    head, rest = text.split(RESULTS_START)
-    if RESULTS_END not in rest:
-        raise ValueError(f"{source}: {RESULTS_END} comes before {RESULTS_START}")
-    _, tail = rest.split(RESULTS_END)
-    return f"{head}{RESULTS_START}\n{content.strip()}\n{RESULTS_END}{tail}"
+        raise ValueError(f"{source}: needs exactly one {start} and one {end} line (found {starts} and {ends})")
+    head, rest = text.split(start)
+    if end not in rest:
+        raise ValueError(f"{source}: {end} comes before {start}")
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{content.strip()}\n{end}{tail}"
 
 
-def update_readme(readme: str | Path, content: str) -> bool:
+def update_readme(readme: str | Path, content: str, *, start: str = RESULTS_START, end: str = RESULTS_END) -> bool:
     """Rewrite the results block of ``readme`` with ``content``; returns whether the file changed.
 
     Text outside the markers is kept byte for byte; running it twice with the same content changes nothing.
@@ -355,7 +359,7 @@ def update_readme(readme: str | Path, content: str) -> bool:
     if not readme.is_file():
         raise FileNotFoundError(f"{readme}: README not found")
     old = readme.read_text(encoding="utf-8")
-    new = replace_marked_block(old, content, source=str(readme))
+    new = replace_marked_block(old, content, source=str(readme), start=start, end=end)
     if new != old:
         readme.write_text(new, encoding="utf-8")
     return new != old

@@ -76,3 +76,31 @@ def test_stage_passes_every_notebook_parameter(name):
     cmd = stage["cmd"]
     passed = set(re.findall(r"-p (\w+) ", cmd)) | set(re.findall(r"[{,]\s*(\w+):", cmd))
     assert not names - passed, f"stage {name}: notebook parameters not passed by dvc.yaml: {sorted(names - passed)}"
+
+
+def test_only_the_committed_headline_file_is_a_dvc_metric():
+    """`dvc metrics show` prints one small table, and `dvc metrics diff` can compare it with the last commit."""
+    import subprocess
+
+    declared = [next(iter(m)) if isinstance(m, dict) else m
+                for stage in STAGES.values() for m in stage.get("metrics", [])]
+    assert declared == ["reports/metrics.json"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "reports/metrics.json"], cwd=PROJECT_ROOT)
+    assert ignored.returncode == 1, "reports/metrics.json must be committed, not ignored"
+
+
+def test_metrics_diff_against_the_last_commit_runs():
+    import json
+    import shutil
+    import subprocess
+
+    dvc = shutil.which("dvc", path=str(PROJECT_ROOT / ".venv" / "bin")) or shutil.which("dvc")
+    if dvc is None or not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("needs dvc and the project's git history")
+    run = subprocess.run([dvc, "metrics", "diff", "HEAD", "--json"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    json.loads(run.stdout or "{}")
+    shown = subprocess.run([dvc, "metrics", "show"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert max((len(line) for line in shown.stdout.splitlines()), default=0) < 2500, "the metrics table grew wide"

@@ -52,3 +52,25 @@ def test_two_epoch_smoke_run(tmp_path):
     assert (out["checkpoint_dir"] / "last.pt").is_file()
     # the source notebook is untouched by the run
     assert not any(c.get("outputs") for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_run_by_hand_the_notebook_leaves_the_pipeline_outputs_alone(tmp_path):
+    """JupyterLab's Run All keeps the parameters cell's defaults: it must write under scratch/, never models/."""
+    import hashlib
+
+    import papermill as pm
+
+    def fingerprint(folder):
+        return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()} if folder.is_dir() else {}
+
+    guarded = [PROJECT_ROOT / name for name in ("models", "checkpoints", "dvclive", "reports")]
+    before = [fingerprint(folder) for folder in guarded]
+    train = write_synthetic_split(tmp_path / "train.npz", 32, seed=0)
+    val = write_synthetic_split(tmp_path / "val.npz", 8, seed=1)
+    # Only the inputs are replaced (the study's prepared data may not exist here); every output keeps its default.
+    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "by-hand.ipynb"), kernel_name="python3", progress_bar=False,
+                        parameters={"train_path": str(train), "val_path": str(val), "epochs": 1})
+    assert [fingerprint(folder) for folder in guarded] == before
+    assert (PROJECT_ROOT / "scratch" / "models" / "onet.pt").is_file()

@@ -173,13 +173,16 @@ def test_stage_times_line(tmp_path):
     timings, preds = tmp_path / "timings", tmp_path / "pred"
     timings.mkdir()
     (timings / "prepare.json").write_text(json.dumps({"stage": "prepare", "seconds": 200.4}))
-    (timings / "train_onet.json").write_text(json.dumps({"stage": "train@onet", "session_seconds": 301.0}))
+    (timings / "train_onet.json").write_text(json.dumps({"stage": "train@onet", "session_seconds": 301.0,
+                                                          "recipe": "fast", "epochs": 40,
+                                                          "val_nme_interocular": 0.05516}))
     (timings / "report.json").write_text(json.dumps({"stage": "report", "seconds": 9.0}))
     (preds / "dlib").mkdir(parents=True)
     for name, seconds in (("a", 1.5), ("b", 2.0)):
         np.savez(preds / "dlib" / f"{name}.npz", seconds=np.array(seconds))
     line = R.stage_times_markdown(timings, preds)
-    assert "prepare 200 s, train@onet 301 s, 2 predict stages" in line and "4 s" in line and "report" not in line
+    assert "prepare 200 s, train@onet 301 s (fast recipe, 40 epochs, validation NME (inter-ocular) 0.0552)," in line
+    assert "2 predict stages" in line and "4 s" in line and "report" not in line
 
 
 def test_study_caveats_collects_test_set_and_method_caveats():
