@@ -776,7 +776,7 @@ def markdown(result: dict) -> str:
     timing = result["stage_timings"]
     lines += ["", "| DVC stage | wall time, s |", "|---|---:|"]
     lines += [f"| {stage} | {_fmt(seconds, 1)} |" for stage, seconds in timing["stages_seconds"].items()]
-    lines.append(f"| whole study | {_fmt(timing['study_seconds'], 1)} |")
+    lines.append(f"| these stages together (the predict stages write no timing file) | {_fmt(timing['study_seconds'], 1)} |")
     env = result["environment"]
     lines += ["", f"Machine: {env['cpu']} ({', '.join(env.get('vector_isa') or ['no AVX2'])}),"
               f" {env['cores_available']} cores, git commit {env.get('git_commit')}, torch {env['torch']} with"

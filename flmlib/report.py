@@ -253,7 +253,7 @@ def results_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR, th
     mapped = [m for m, s in specs.items() if s.mapped]
     lines = [
         f"AUC@{k} and Failure@{k}: of **{M.ERROR_LABELS.get(error, error)}** (`{error}`), the area under the CED up "
-        "to the threshold divided by it (higher is better) and the share of faces above it. NME (68) and NME (51 "
+        "to the threshold divided by it (higher is better) and the share of faces above it. NME io (68) and NME io (51 "
         "inner): mean point error / inter-ocular distance (outer eye corners 36, 45) over all 68 points and over the "
         "51 inner points (17-67, no jaw); NME gt box: mean point error / sqrt(w·h) of the annotated points' box, the "
         "usual normaliser on AFLW2000-3D (the inter-ocular distance collapses on profile faces). NMEs are means over "

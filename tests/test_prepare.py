@@ -8,14 +8,14 @@ from flmlib.crops import apply_affine, box_size, context_matrix
 from flmlib.dataset import build_index, limit_per_subset
 from flmlib.io import DataError
 from flmlib.paths import PROJECT_ROOT, portable_path, project_path
-from flmlib.config import TestSet as TestSetConfig
+from flmlib.config import TestSet as _TestSet  # (pytest would collect a class named Test... as tests)
 from flmlib.detect import FallbackBoxModel
 from flmlib.prepare import FaceResult, assemble, detect_all, detection_summary, load_split, save_outputs
 
-TEST_SETS = {"test_300w_common": TestSetConfig(source="300w", subsets=("helen/testset", "lfpw/testset")),
-             "test_aflw2000": TestSetConfig(source="aflw2000", breakdown="yaw"),
-             "test_aflw2000_lmbox": TestSetConfig(source="aflw2000", boxes="landmarks", breakdown="yaw"),
-             "test_youtube": TestSetConfig(source="youtube")}
+TEST_SETS = {"test_300w_common": _TestSet(source="300w", subsets=("helen/testset", "lfpw/testset")),
+             "test_aflw2000": _TestSet(source="aflw2000", breakdown="yaw"),
+             "test_aflw2000_lmbox": _TestSet(source="aflw2000", boxes="landmarks", breakdown="yaw"),
+             "test_youtube": _TestSet(source="youtube")}
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,8 @@ def test_landmark_box_test_set_on_hand_made_faces(tmp_path):
         crop = np.zeros((96, 96, 3), np.uint8) if box is not None else None
         results.append(FaceResult(row["face_id"], n_detections=int(box is not None), iou=0.8 if box is not None else 0,
                                   box=box, crop=crop, matrix=context_matrix(box, 96, 2.0) if box is not None else None))
-    sets = {"det": TestSetConfig(source="aflw2000", breakdown="yaw"),
-            "lm": TestSetConfig(source="aflw2000", boxes="landmarks", breakdown="yaw")}
+    sets = {"det": _TestSet(source="aflw2000", breakdown="yaw"),
+            "lm": _TestSet(source="aflw2000", boxes="landmarks", breakdown="yaw")}
     faces, arrays = assemble(index, results, 96, 2.0, train_fallback_box=True, skip_bad_files=False, test_sets=sets)
     assert arrays["det"]["face_id"].tolist() == ["aflw2000-3d/images/2"]
     assert arrays["lm"]["face_id"].tolist() == ["aflw2000-3d/images/2", "aflw2000-3d/images/3"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flmlib.config import TestSet as TestSetConfig
+from flmlib.config import TestSet as _TestSet  # (pytest would collect a class named Test... as tests)
 from flmlib.crops import box_units_to_image, image_to_box_units
 from flmlib.dataset import build_index
 from flmlib.io import read_image
@@ -31,7 +31,7 @@ def trained(tmp_path_factory, data_root):
         np.arange((picked["subset"] != "helen/testset").sum()) % 8 == 0, "val", "train")
     results = detect_all(picked, upsample=1, iou_threshold=0.3, crop_size=96, context_factor=2.0, workers=2)
     faces, arrays = assemble(picked, results, 96, 2.0, train_fallback_box=True, skip_bad_files=False,
-                             test_sets={"test": TestSetConfig(source="300w", subsets=("helen/testset",))})
+                             test_sets={"test": _TestSet(source="300w", subsets=("helen/testset",))})
     save_outputs(root / "prepared", faces, arrays)
     torch.manual_seed(0)
     config = TrainConfig(epochs=25, lr=3e-3, loss="wing", loss_params={"w": 0.1, "epsilon": 0.02},
