@@ -127,14 +127,14 @@ def annotate(image: np.ndarray, faces) -> np.ndarray:
     for face in faces:
         x0, y0, x1, y1 = (int(round(v)) for v in face.box)
         cv2.rectangle(out, (x0, y0), (x1, y1), (0, 200, 0), scale)
-        for x, y in face.points:
+        for x, y in face.points[np.isfinite(face.points).all(axis=1)]:  # an unplaced face has only its box
             cv2.circle(out, (int(round(x)), int(round(y))), scale + 1, (0, 0, 255), -1, lineType=cv2.LINE_AA)
     return out
 
 
 def to_json(record: dict) -> str:
     """Indented JSON with each list of plain numbers (a box, a point) kept on one line."""
-    text = json.dumps(record, indent=1)
+    text = json.dumps(record, indent=1, allow_nan=False)  # a NaN must never reach a .json file
     return re.sub(r"\[\s+([-+0-9.eE,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"
 
 
@@ -156,13 +156,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     spec = load_config().method_spec(args.method)
     kwargs = {}
+    if args.checkpoint is not None and spec.kind != "cnn":
+        _error(f"--checkpoint is for methods trained by the study; {args.method} ({spec.kind}) brings its own model")
+        return EXIT_USAGE
     if spec.kind == "cnn":  # a model trained by the study: these options choose its file and runtime
         kwargs = {"checkpoint": checkpoint_path(args.checkpoint, spec.options["checkpoint"]), "backend": args.backend,
                   "device": args.device, "batch_size": args.batch_size}
     try:
         predictor = Predictor.from_name(args.method, upsample=args.upsample, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
-        _error(f"cannot load the {args.method} landmarker: {exc}")
+        hint = (f" (train it with `make repro`, or `.venv/bin/dvc repro train@{spec.model}`)"
+                if spec.kind == "cnn" and args.checkpoint is None and isinstance(exc, FileNotFoundError) else "")
+        _error(f"cannot load the {args.method} landmarker: {exc}{hint}")
         return EXIT_MODEL
     paths, errors = expand_inputs(args.inputs)
     out = Path(args.out)
@@ -189,7 +194,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         try:
             results = predictor.predict_many([image for _, image in images])
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # RuntimeError: a method's worker process died or timed out
             _error(f"landmarking failed for {', '.join(str(p) for p, _ in images)}: {exc}")
             failed += len(images)
             continue
@@ -198,6 +203,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 _error(f"{path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
                 failed += 1
                 continue
+            unplaced = [i for i, face in enumerate(faces) if not np.isfinite(face.points).all()]
+            if unplaced:  # written all the same (points null in the JSON), but the run did not fully succeed
+                _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)}")
+                failed += 1
             record = face_record(path, image, faces, predictor.method, predictor.upsample, model_name)
             try:
                 (out / f"{stem}.json").write_text(to_json(record))

@@ -35,6 +35,8 @@ DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
 #: Data sources: 300-W (``.pts``), YouTube-Faces frames (CSV), AFLW2000-3D (CSV with yaw/pitch/roll).
 SOURCES = ("300w", "youtube", "aflw2000")
 #: A kind is a module of flmlib.landmarkers (``cnn``) or the dotted path of a module elsewhere (a plug-in package).
+#: Ids that name the training files of the prepare stage; a test set with one would overwrite them.
+RESERVED_TEST_SET_IDS = ("train", "val", "faces")
 _KIND = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
 
 
@@ -235,6 +237,10 @@ class Study(_Section):
     def _check(self):
         if not self.test_sets:
             raise ValueError("test_sets: at least one test set is needed")
+        for test_set_id in self.test_sets:  # the id names prepared/<id>.npz, next to train.npz and val.npz
+            if test_set_id in RESERVED_TEST_SET_IDS or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", test_set_id):
+                raise ValueError(f"test_sets.{test_set_id}: not usable as a test set id (letters, digits, _ and -;"
+                                 f" not {list(RESERVED_TEST_SET_IDS)})")
         for model_id, model in self.models.items():
             if model.recipe not in self.train.recipes:
                 raise ValueError(f"models.{model_id}.recipe: {model.recipe!r} is not one of train.recipes "

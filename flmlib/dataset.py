@@ -213,10 +213,15 @@ def group_order(label: str) -> tuple[float, str]:
     return (float(match.group()) if label.startswith("yaw ") and match else float("inf"), label)
 
 
+def wrap_degrees(angle) -> np.ndarray:
+    """Angles in degrees wrapped to [-180, 180) (AFLW2000-3D's 3DMM fit reports a few beyond, e.g. -351)."""
+    return (np.asarray(angle, np.float64) + 180.0) % 360.0 - 180.0
+
+
 def yaw_bins(yaw, edges: tuple[float, ...]) -> np.ndarray:
-    """``(N,)`` yaw in degrees -> ``(N,)`` bin labels of |yaw| (:func:`yaw_bin_labels`; lower edges inclusive).
-    A NaN yaw gives an empty label."""
-    yaw = np.abs(np.asarray(yaw, np.float64))
+    """``(N,)`` yaw in degrees -> ``(N,)`` bin labels of |yaw| wrapped to [0, 180] (:func:`yaw_bin_labels`; lower
+    edges inclusive). A NaN yaw gives an empty label."""
+    yaw = np.abs(wrap_degrees(yaw))
     labels = np.array(yaw_bin_labels(edges), dtype=object)
     out = labels[np.searchsorted(np.asarray(edges, np.float64), yaw, side="right")]
     out[~np.isfinite(yaw)] = ""

@@ -226,7 +226,7 @@ NORMALISED_ERRORS: dict[str, Callable[..., np.ndarray]] = {
 PRIMARY_ERROR = "rmse_box"
 
 ERROR_LABELS: dict[str, str] = {
-    "rmse_box": "RMSE / sqrt(w·h) of the detection box",
+    "rmse_box": "RMSE / sqrt(w·h) of the face box",
     "nme_interocular": "mean error / inter-ocular distance (points 36-45)",
     "nme_interocular_inner": "mean error of the 51 inner points (17-67) / inter-ocular distance",
     "nme_interpupil": "mean error / inter-pupil distance",
@@ -235,7 +235,7 @@ ERROR_LABELS: dict[str, str] = {
 """Human-readable axis / table labels naming each error's normaliser."""
 
 NORMALISER_LABELS: dict[str, str] = {
-    "box": "sqrt(w·h) of the detection box",
+    "box": "sqrt(w·h) of the face box",
     "interocular": "inter-ocular distance (points 36-45)",
     "interpupil": "inter-pupil distance",
     "gtbox": "sqrt(w·h) of the ground-truth box",

@@ -50,9 +50,16 @@ class Face:
     points: np.ndarray
     method: str
 
+    @property
+    def placed(self) -> bool:
+        """False when the method could not place this face (its points are NaN)."""
+        return bool(np.isfinite(self.points).all())
+
     def to_dict(self) -> dict:
+        """JSON-ready: the box and points rounded to 1/1000 px; ``points`` is None for a face the method could not
+        place (JSON has no NaN)."""
         return {"box": [round(float(v), 3) for v in self.box],
-                "points": [[round(float(x), 3), round(float(y), 3)] for x, y in self.points],
+                "points": [[round(float(x), 3), round(float(y), 3)] for x, y in self.points] if self.placed else None,
                 "method": self.method}
 
 

@@ -293,7 +293,13 @@ def headline_markdown(detail: Mapping, study, test_set: str, *, error: str = M.P
         vs = "reference" if method == study.reference else _diff_cell(entry["vs_reference"].get(method), auc_key) + \
             f" vs {study.reference}"
         parts.append(f"**{method}** {_auc_cell(values, auc_key)} ({vs})")
-    inner = ", ".join(f"{m} {_fmt(entry['methods'][m].get('nme_interocular_inner/mean'), 4)}" for m in methods)
+    def inner_nme(method: str) -> str:
+        values = entry["methods"][method]
+        failed = values.get("n_failed", 0)
+        placed = f" (over the {values['n_faces'] - failed} faces it placed)" if failed else ""
+        return f"{method} {_fmt(values.get('nme_interocular_inner/mean'), 4)}{placed}"
+
+    inner = ", ".join(inner_nme(m) for m in methods)
     return (f"**Answer on `{test_set}`** ({config.description}; {n_faces} faces), ranked by AUC@{k} of "
             f"{M.ERROR_LABELS.get(error, error)}: " + "; ".join(parts) + ". Inter-ocular NME over the 51 inner "
             f"points: {inner}. Brackets: bootstrap 95% intervals; the sections below give every test set, the "

@@ -167,3 +167,47 @@ def test_a_decompression_bomb_is_skipped_and_the_next_image_written(good_image, 
     err = capsys.readouterr().err
     assert code == EXIT_INPUT_SKIPPED and "bomb.png: 60000 x 60000 pixels is more than the limit" in err
     assert (out / f"{good_image.stem}.json").is_file()
+
+
+class _Unplacing:
+    """A method that places the first face of each call and gives up (NaN) on the rest, or fails outright."""
+
+    name = "dlib"
+
+    def __init__(self, crash=False):
+        self.crash = crash
+
+    def predict_batch(self, images, boxes_list):
+        if self.crash:
+            raise RuntimeError("worker exited with status 1")
+        out = []
+        for boxes in boxes_list:
+            points = np.repeat(np.asarray(boxes, np.float32)[:, None, :2], 68, axis=1)
+            points[1:] = np.nan
+            out.append(points)
+        return out
+
+
+def test_a_face_the_method_cannot_place_is_reported_not_a_traceback(good_image, tmp_path, capsys, monkeypatch):
+    import flmlib.predictor
+
+    two_faces = lambda image, upsample: np.array([[10, 10, 60, 60], [70, 10, 120, 60]], np.float32)  # noqa: E731
+    monkeypatch.setattr(flmlib.predictor, "detect_faces", two_faces)
+    monkeypatch.setattr(flmlib.predictor.Predictor.__init__, "__defaults__", (None, two_faces))
+    monkeypatch.setattr(flmlib.predictor, "build_landmarker", lambda name, **kw: _Unplacing())
+    out = tmp_path / "out"
+    code = main(["predict", str(good_image), str(good_image.with_name("nope.jpg")), "--method", "dlib",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT_SKIPPED and "could not place the points of face(s) [1] of 2" in err
+    record = json.loads((out / f"{good_image.stem}.json").read_text())  # valid JSON: null, not NaN
+    assert record["faces"][0]["points"] is not None and record["faces"][1]["points"] is None
+    assert (out / f"{good_image.stem}.png").is_file()
+    monkeypatch.setattr(flmlib.predictor, "build_landmarker", lambda name, **kw: _Unplacing(crash=True))
+    code = main(["predict", str(good_image), "--method", "dlib", "--out", str(tmp_path / "out2")])
+    assert code == EXIT_INPUT_SKIPPED and "worker exited" in capsys.readouterr().err
+
+
+def test_checkpoint_is_refused_for_a_method_with_its_own_model(good_image, tmp_path, capsys):
+    assert main(["predict", str(good_image), "--method", "dlib", "--checkpoint", "x.pt", "--out", str(tmp_path)]) == 2
+    assert "brings its own model" in capsys.readouterr().err

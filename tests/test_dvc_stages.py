@@ -64,7 +64,7 @@ def _code(nb) -> str:
 def test_stage_depends_on_every_flmlib_module_its_notebook_uses(name):
     stage = STAGES[name]
     used = _closure(_flmlib_imports(_code(_notebook(stage))))
-    missing = sorted(_dep_name(m) for m in used if _dep_name(m) not in stage["deps"] and m != "paths")
+    missing = sorted(_dep_name(m) for m in used if _dep_name(m) not in stage["deps"])
     assert not missing, f"stage {name}: add to deps {missing}"
 
 

@@ -53,7 +53,7 @@ def test_ced_figure_has_one_line_per_method_with_auc_in_legend():
         e = errors[(errors.test_set == "helen") & (errors.method == method)].rmse_box.to_numpy()
         assert f"{method} (AUC@0.08 = {M.auc(e, 0.08):.3f}, n = 40)" in labels
     assert ax.get_xlim() == (0.0, 0.08)
-    assert "detection box" in ax.get_xlabel()
+    assert "face box" in ax.get_xlabel()
     assert "helen" in ax.get_title()
 
 

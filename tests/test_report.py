@@ -143,7 +143,7 @@ def test_results_markdown_one_table_per_test_set_with_every_method_and_caveat(tm
     detail = R.load_metrics(path)
     md = R.results_markdown(detail, study, figures={"helen-test": "reports/figures/ced_helen-test.png"},
                             order=["aflw-test", "helen-test"])
-    assert "RMSE / sqrt(w·h) of the detection box" in md and "inter-ocular" in md
+    assert "RMSE / sqrt(w·h) of the face box" in md and "inter-ocular" in md
     assert md.index("### aflw-test") < md.index("### helen-test: HELEN test")
     rows = [line for line in md.splitlines() if line.startswith("| ")][2:]
     assert sum(line.startswith("| all |") for line in md.splitlines()) == 6  # 2 test sets x 3 methods
@@ -167,6 +167,7 @@ def test_headline_ranks_methods_by_auc_with_their_difference_to_the_reference():
     assert [text.index(f"**{m}**") for m in ranked] == sorted(text.index(f"**{m}**") for m in ranked)
     assert "**dlib** " in text and "(reference)" in text and "vs dlib" in text
     assert f"{methods['onet']['rmse_box/auc@0.08']:.3f}" in text
+    assert "mesh " in text and "(over the 23 faces it placed)" in text  # its NME leaves out the face it missed
 
 
 def test_stage_times_line(tmp_path):
