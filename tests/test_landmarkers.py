@@ -10,7 +10,7 @@ from flmlib.crops import box_units_to_image, crop_context, image_to_box_units
 from flmlib.detect import detect_faces, match_detection
 from flmlib.io import read_image, read_pts
 from flmlib.landmarkers import build_landmarker
-from flmlib.landmarkers import cnn as landmarkers_module
+from flmlib.landmarkers import crop_geometry as landmarkers_module  # where the crops are cut
 from flmlib.landmarkers.cnn import CNNLandmarker as ONetLandmarker
 from flmlib.landmarkers.dlib_predictor import DlibShapePredictor, dlib_model_path
 from flmlib.metrics import nme_interocular
@@ -284,7 +284,7 @@ def test_large_batches_are_cut_on_threads_in_order(helen, checkpoint, monkeypatc
     finally:
         torch.set_num_threads(before)
     # The batch went to the pool (which of its threads took which chunk is up to the executor).
-    assert threads_used and all(name.startswith("onet-crop") for name in threads_used)
+    assert threads_used and all(name.startswith("cnn-crop") for name in threads_used)
     for crop, image, box in zip(crops, many_images, many_boxes):
         np.testing.assert_array_equal(crop, crop_context(image, box[0], 48, 1.0)[0])
 

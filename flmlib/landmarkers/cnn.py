@@ -17,31 +17,23 @@ from __future__ import annotations
 
 import math
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from flmlib.augment import central_box
-from flmlib.crops import box_units_to_image, crop_context
+from flmlib.crops import box_units_to_image
 from flmlib.models import load_trained
 from flmlib.paths import project_path
 from flmlib.device import resolve_device
-from flmlib.landmarkers.base import MethodSpec, check_batch, check_boxes, check_image
+from flmlib.landmarkers.base import MethodSpec, check_batch, check_boxes
+from flmlib.landmarkers.crop_geometry import BOX_ONLY, CropCutter, CropGeometry
+from flmlib.landmarkers.runtimes import BACKENDS, PRECISIONS, OnnxRuntime, TorchRuntime
 
 N_POINTS = 68
 #: Where the study's trained O-Net lives (relative to the project root).
 DEFAULT_CHECKPOINT = "models/onet.pt"
-BACKENDS = ("torch", "compile", "onnx")
-#: ``bf16`` runs the torch backends under ``torch.autocast`` (bfloat16 convolutions and matmuls, float32 output):
-#: faster on CPUs with AVX-512 BF16 / AMX, at the cost of ~1e-3 box units of rounding (the benchmark measures it).
-PRECISIONS = ("fp32", "bf16")
-#: Context factor of a crop that is the face box itself (the network input, cut straight from the image).
-BOX_ONLY = 1.0
-#: Below this many faces per thread, handing crops to a thread pool costs more than it saves.
-MIN_FACES_PER_CROP_THREAD = 16
 
 
 # ------------------------------------------------------------------------------------------------------ O-Net
@@ -64,7 +56,9 @@ def check_model_config(config: dict, source: str) -> dict:
 
 
 class CNNLandmarker:
-    """A trained landmark CNN behind the landmarker interface, batched.
+    """A trained landmark CNN behind the landmarker interface, batched: a crop geometry
+    (:class:`~flmlib.landmarkers.crop_geometry.CropGeometry`, from the model file's input spec) and a runtime
+    (:mod:`~flmlib.landmarkers.runtimes`: PyTorch eager or compiled, or ONNX Runtime).
 
     Args:
         model: the trained network (eval mode), or ``None`` with the ``onnx`` backend.
@@ -100,21 +94,22 @@ class CNNLandmarker:
         self.config = check_model_config(config, source)
         self.spec = spec if spec is not None else MethodSpec(id=str(config["model"]), kind="cnn")
         self.backend, self.batch_size, self.source, self.precision = backend, batch_size, source, precision
-        self._crop_pool: ThreadPoolExecutor | None = None
-        self._crop_pool_size = 0
         self.device = resolve_device(str(device))
-        self.input_size = int(config["input_size"])
-        self.crop_size = int(config["crop_size"])
-        self.context_factor = float(config["context_factor"])
-        self.model = model.to(self.device).eval() if model is not None else None
+        self.geometry = CropGeometry.from_config(config)
+        self.cutter = CropCutter()
+        if backend == "onnx":
+            self.runtime = OnnxRuntime(session)
+        else:
+            self.runtime = TorchRuntime(model, self.device, precision, compile=backend == "compile", forward=forward)
+        self.model = self.runtime.model if backend != "onnx" else None
         self.session = session
-        self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if forward is not None:
-            self._forward = forward
-        elif backend == "torch":
-            self._forward = self.model
-        elif backend == "compile":
-            self._forward = torch.compile(self.model)
+
+    # The input spec, as attributes (the bench and the compare stage read them).
+    input_size = property(lambda self: self.geometry.input_size)
+    crop_size = property(lambda self: self.geometry.crop_size)
+    context_factor = property(lambda self: self.geometry.context_factor)
+    cuts_inputs_directly = property(lambda self: self.geometry.cuts_inputs_directly,
+                                    doc="Whether the network input can be cut straight from the image.")
 
     @property
     def name(self) -> str:
@@ -159,37 +154,16 @@ class CNNLandmarker:
 
     # -- the pieces of the pipeline, public so the benchmark can time them separately
 
-    @torch.inference_mode()
     def network_inputs(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Context crops ``(N, S, S, 3) uint8`` -> network inputs ``(N, 3, s, s) float32`` 0..255 on the device.
-
-        This is the training code's evaluation transform (no augmentation), :func:`flmlib.augment.central_box`: the
-        face box of each crop resampled to ``input_size``.
-        """
-        crops = torch.as_tensor(crops)
-        if crops.ndim != 4 or tuple(crops.shape[1:]) != (self.crop_size, self.crop_size, 3) or crops.dtype != torch.uint8:
-            raise ValueError(
-                f"context crops must be (N, {self.crop_size}, {self.crop_size}, 3) uint8 for this model (crop_size"
-                f" {self.crop_size}), got {crops.dtype} {tuple(crops.shape)}"
-            )
-        return central_box(crops.to(self.device).permute(0, 3, 1, 2), self.input_size, self.context_factor)
+        """Context crops ``(N, S, S, 3) uint8`` -> network inputs ``(N, 3, s, s) float32`` 0..255 on the device
+        (:meth:`CropGeometry.network_inputs`, training's evaluation transform)."""
+        return self.geometry.network_inputs(crops, self.device)
 
     @torch.inference_mode()
     def run_network(self, inputs: torch.Tensor) -> np.ndarray:
         """Network inputs ``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2) float32`` box units, in chunks of batch_size."""
-        out = []
-        for start in range(0, len(inputs), self.batch_size):
-            chunk = inputs[start : start + self.batch_size]
-            if self.backend == "onnx":
-                array = np.ascontiguousarray(chunk.detach().cpu().numpy(), np.float32)
-                out.append(self.session.run(None, {self.session.get_inputs()[0].name: array})[0])
-            else:
-                # One memory layout for every caller (the model runs channels-last anyway), so a compiled model is
-                # not recompiled for inputs that differ only in strides. (The inputs this class makes are inference
-                # tensors, for the same reason.)
-                chunk = chunk.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                    out.append(self._forward(chunk).float().cpu().numpy())
+        out = [self.runtime(inputs[start : start + self.batch_size])
+               for start in range(0, len(inputs), self.batch_size)]
         if not out:
             return np.zeros((0, N_POINTS, 2), np.float32)
         return np.concatenate(out).reshape(-1, N_POINTS, 2)
@@ -237,48 +211,8 @@ class CNNLandmarker:
 
     def cut_crops(self, images: Sequence[np.ndarray], boxes_list: Sequence, size: int,
                   context_factor: float) -> np.ndarray:
-        """``(N, size, size, 3) uint8`` :func:`flmlib.crops.crop_context` crops of every face of every image, in order.
-
-        Args:
-            images: ``(H, W, 3) uint8`` RGB images.
-            boxes_list: per image, ``(K_i, 4)`` face boxes in its pixels.
-        A large batch is cut on ``torch.get_num_threads()`` threads (OpenCV releases the GIL), so the crops spread
-        over the cores like the network that follows them. Like the network, the pool belongs to this object: use
-        one landmarker per calling thread.
-        """
-        images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
-        boxes_list = [check_boxes(b, f"boxes of image {i}") for i, b in enumerate(boxes_list)]
-        faces = [(image, box) for image, boxes in zip(images, boxes_list) for box in boxes]
-        crops = np.empty((len(faces), size, size, 3), np.uint8)
-
-        def cut(start: int, stop: int) -> None:
-            for i in range(start, stop):
-                crops[i] = crop_context(faces[i][0], faces[i][1], size, context_factor)[0]
-
-        pool_size = torch.get_num_threads()
-        chunks = max(1, min(pool_size, len(faces) // MIN_FACES_PER_CROP_THREAD))
-        if chunks == 1:
-            cut(0, len(faces))
-            return crops
-        if self._crop_pool_size != pool_size:  # created on first use; again only if torch's thread count changes
-            if self._crop_pool is not None:
-                self._crop_pool.shutdown()
-            self._crop_pool = ThreadPoolExecutor(pool_size, thread_name_prefix="onet-crop")
-            self._crop_pool_size = pool_size
-        bounds = np.linspace(0, len(faces), chunks + 1).astype(int)
-        list(self._crop_pool.map(cut, bounds[:-1], bounds[1:]))  # list() re-raises a crop's exception here
-        return crops
-
-    @property
-    def cuts_inputs_directly(self) -> bool:
-        """Whether the network input can be cut straight from the image (:meth:`input_crops`).
-
-        True when the face box spans exactly ``input_size`` pixels of the context crop, starting on a whole pixel
-        (the study's 96 px crop at context factor 2 with a 48 px input): training's un-augmented input is then the
-        central part of the context crop, copied without resampling.
-        """
-        inner = self.crop_size / self.context_factor
-        return inner == self.input_size and (self.crop_size - self.input_size) % 2 == 0
+        """``(N, size, size, 3) uint8`` crops of every face of every image, in order (:class:`CropCutter`)."""
+        return self.cutter.cut(images, boxes_list, size, context_factor)
 
     def input_crops(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(K, s, s, 3) uint8`` network inputs cut straight from ``image``: each face box resampled to
@@ -299,11 +233,10 @@ class CNNLandmarker:
                              f" face box on {self.input_size} whole pixels; use context_crops + network_inputs")
         return self.cut_crops(images, boxes_list, self.input_size, BOX_ONLY)
 
-    @torch.inference_mode()
     def input_tensor(self, input_crops: np.ndarray) -> torch.Tensor:
         """:meth:`input_crops_batch` output ``(N, s, s, 3) uint8`` -> network inputs ``(N, 3, s, s) float32``
         0..255 on the device (NHWC viewed as channels-last NCHW, the layout the network runs in)."""
-        return torch.from_numpy(input_crops).to(self.device).permute(0, 3, 1, 2).float()
+        return self.geometry.input_tensor(input_crops, self.device)
 
     def predict(self, image: np.ndarray, boxes) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB image and ``(K, 4)`` boxes -> ``(K, 68, 2) float32`` image pixels."""
