@@ -27,7 +27,7 @@ from flmlib.io import read_image
 from flmlib.metrics import (GROUP_COLUMN, NORMALISED_ERRORS, all_errors, metrics_dict, region_errors, regions_frame,
                             threshold_key)
 from flmlib.paths import project_path
-from flmlib.prepare import load_split
+from flmlib.prepare import load_arrays, load_split
 
 #: Faces handed to a landmarker's ``predict_batch`` at once when it works from images.
 IMAGE_CHUNK = 32
@@ -103,11 +103,7 @@ def save_predictions(path: str | Path, method: str, test_set: str, face_id: np.n
 
 def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
     """Read a predictions file (:func:`save_predictions`); a missing file names the stage that writes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: predictions not found (run `dvc repro` for its predict stage)")
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    return load_arrays(path, "predictions", "run `dvc repro` for its predict stage")
 
 
 def aligned_points(predictions: Mapping[str, np.ndarray], split: Mapping[str, np.ndarray], source: str) -> np.ndarray:

@@ -230,10 +230,16 @@ def save_outputs(out_dir: str | Path, faces: pd.DataFrame, arrays: dict[str, dic
     return written
 
 
-def load_split(path: str | Path) -> dict[str, np.ndarray]:
-    """Load a prepared ``<split>.npz`` (fields in the module docstring) into memory."""
+def load_arrays(path: str | Path, what: str, how_to_make: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` stage output, in memory; a missing file names ``what`` it is and ``how_to_make``
+    it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: prepared split not found (run the prepare stage: `dvc repro prepare`)")
+        raise FileNotFoundError(f"{path}: {what} not found ({how_to_make})")
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def load_split(path: str | Path) -> dict[str, np.ndarray]:
+    """Load a prepared ``<split>.npz`` (fields in the module docstring) into memory."""
+    return load_arrays(path, "prepared split", "run the prepare stage: `dvc repro prepare`")
