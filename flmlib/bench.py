@@ -143,7 +143,7 @@ def nchw_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tenso
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        x = ((x - model.pixel_mean) / model.pixel_scale).contiguous()
+        x = ((x - model._mean) / model._scale).contiguous()
         return plain.head(plain.fc(plain.features(x)))
 
     return forward

@@ -177,12 +177,33 @@ class Train(_Section):
     recipes: dict[str, Recipe]
 
 
+class Crops(_Section):
+    """Training crops at other sizes (``crops@<size>`` stages), cut from prepare's boxes for larger networks."""
+
+    sizes: list[int] = []
+    workers: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        for size in self.sizes:
+            if not (isinstance(size, int) and 16 <= size <= 1024):
+                raise ValueError(f"sizes: {size!r} is not a crop side between 16 and 1024 pixels")
+        return self
+
+
 class Model(_Section):
-    """A network the study trains: ``architecture`` from :data:`flmlib.models.MODELS`, trained with ``recipe``."""
+    """A network the study trains: ``architecture`` (a module of :mod:`flmlib.nets`) with ``architecture_kwargs``,
+    trained with ``recipe`` on the context crops in ``train_data`` (``prepared``, or ``crops/<size>`` for a network
+    whose input is larger than prepare's face box), optionally starting from pretrained weights ``init``
+    (:mod:`flmlib.pretrained`)."""
 
     architecture: str
     architecture_kwargs: dict[str, Any] = {}
     recipe: str
+    train_data: str
+    init: str = ""
+    seed: int | None = None  # overrides train.seed (repeat runs of one entry with other seeds)
+    repeat_of: str | None = None  # this entry is <id> trained again with another seed (seed table, not leaderboard)
     description: str = ""
     trained_on: str = ""
     caveats: tuple[str, ...] = ()
@@ -226,6 +247,7 @@ class Study(_Section):
     data: Data
     prepare: Prepare
     test_sets: dict[str, TestSet]
+    crops: Crops = Crops()
     train: Train
     models: dict[str, Model]
     methods: dict[str, Method]
@@ -245,6 +267,24 @@ class Study(_Section):
             if model.recipe not in self.train.recipes:
                 raise ValueError(f"models.{model_id}.recipe: {model.recipe!r} is not one of train.recipes "
                                  f"{sorted(self.train.recipes)}")
+            known = ["prepared", *(f"crops/{size}" for size in self.crops.sizes)]
+            if model.train_data not in known:
+                raise ValueError(f"models.{model_id}.train_data: {model.train_data!r} is not one of {known} (add the"
+                                 " size to crops.sizes)")
+        for model_id, model in self.models.items():
+            if model.repeat_of is None:
+                continue
+            base = self.models.get(model.repeat_of)
+            if base is None or base.repeat_of is not None:
+                raise ValueError(f"models.{model_id}.repeat_of: {model.repeat_of!r} is not a model entry of its own")
+            same = ("architecture", "architecture_kwargs", "recipe", "train_data", "init")
+            differ = [k for k in same if getattr(model, k) != getattr(base, k)]
+            if differ:
+                raise ValueError(f"models.{model_id}: a repeat of {model.repeat_of!r} must train it the same way; "
+                                 f"{differ} differ")
+            if (model.seed if model.seed is not None else self.train.seed) == \
+                    (base.seed if base.seed is not None else self.train.seed):
+                raise ValueError(f"models.{model_id}.seed: a repeat of {model.repeat_of!r} needs another seed")
         if self.report.headline_test_set not in self.test_sets:
             raise ValueError(f"report.headline_test_set: {self.report.headline_test_set!r} is not one of the test "
                              f"sets {sorted(self.test_sets)}")
@@ -254,6 +294,19 @@ class Study(_Section):
         if self.reference not in self.method_ids:
             raise ValueError(f"reference: {self.reference!r} is not one of the methods {self.method_ids}")
         return self
+
+    @property
+    def leaderboard_ids(self) -> list[str]:
+        """The compared methods without the seed repeats of a model (those go to the seed table)."""
+        return [m for m in self.method_ids if m not in self.models or self.models[m].repeat_of is None]
+
+    def repeats(self) -> dict[str, list[str]]:
+        """Model id -> its runs with other seeds (itself first), for the models that have repeats."""
+        out: dict[str, list[str]] = {}
+        for model_id, model in self.models.items():
+            if model.repeat_of is not None:
+                out.setdefault(model.repeat_of, [model.repeat_of]).append(model_id)
+        return out
 
     @property
     def method_ids(self) -> list[str]:
@@ -277,6 +330,11 @@ class Study(_Section):
         if test_set_id not in self.test_sets:
             raise KeyError(f"unknown test set {test_set_id!r}; params.yaml lists {sorted(self.test_sets)}")
         return self.test_sets[test_set_id]
+
+    def train_crop_size(self, model_id: str) -> int:
+        """Side of the context crops ``models.<model_id>`` trains on, pixels."""
+        data = self.models[model_id].train_data
+        return self.prepare.crop_size if data == "prepared" else int(data.split("/")[1])
 
     def model_path(self, model_id: str) -> str:
         """Where ``train@<model_id>`` writes the trained model, relative to the project root."""

@@ -558,6 +558,30 @@ def auc_ci_frame(
     return pd.DataFrame(rows)
 
 
+def mean_ci_frame(
+    errors: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, *, error_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Each method's mean error with a bootstrap 95% interval, per test set and error, over the faces it placed
+    (finite errors; an unplaced face has no error to average), resampling persons where known.
+
+    Returns:
+        DataFrame with columns ``test_set, method, error, mean, ci_lo, ci_hi, n_faces`` (``n_faces``: placed faces).
+    """
+    rows = []
+    for col in _selected(errors, error_names):
+        for (test_set, method), group in errors.groupby(["test_set", "method"], sort=False):
+            e = group[col].to_numpy(np.float64)
+            placed = np.isfinite(e)
+            if not placed.any():
+                continue
+            groups = _groups_of(group)
+            lo, hi = _bootstrap_mean_ci(e[placed], n_resamples, seed, 0.95, 256,
+                                        None if groups is None else np.asarray(groups)[placed])
+            rows.append({"test_set": test_set, "method": method, "error": col, "mean": float(e[placed].mean()),
+                         "ci_lo": lo, "ci_hi": hi, "n_faces": int(placed.sum())})
+    return pd.DataFrame(rows)
+
+
 def _n_groups(frame: pd.DataFrame) -> int:
     """Independent units a bootstrap resamples: distinct persons when known, else faces."""
     return int(frame[GROUP_COLUMN].nunique()) if GROUP_COLUMN in frame.columns else int(len(frame))
@@ -595,7 +619,8 @@ def metrics_dict(
         reference: adds ``vs_reference[method]`` for every other method with ``"<error>/auc@<t>/diff"``,
             ``".../ci95_lo"``, ``".../ci95_hi"`` of AUC(method) - AUC(reference) (paired bootstrap,
             :func:`bootstrap_frame`), ``n_resamples`` and the number of resampled groups.
-        auc_ci: adds ``"<error>/auc@<t>/ci95_lo"`` and ``".../ci95_hi"`` to each method (:func:`auc_ci_frame`).
+        auc_ci: adds ``"<error>/auc@<t>/ci95_lo"`` and ``".../ci95_hi"`` to each method (:func:`auc_ci_frame`), and
+            ``"<error>/mean/ci95_lo"``, ``".../ci95_hi"`` of the mean error over placed faces (:func:`mean_ci_frame`).
         n_resamples, seed: bootstrap settings (from params).
     """
     cols = _selected(errors, error_names)
@@ -613,6 +638,10 @@ def metrics_dict(
             key = f"{row['error']}/auc@{threshold_key(row['threshold'])}"
             entry[f"{key}/ci95_lo"] = _json_number(row["ci_lo"])
             entry[f"{key}/ci95_hi"] = _json_number(row["ci_hi"])
+        for row in mean_ci_frame(errors, n_resamples, seed, error_names=cols).to_dict("records"):
+            entry = out[row["test_set"]]["methods"][row["method"]]
+            entry[f"{row['error']}/mean/ci95_lo"] = _json_number(row["ci_lo"])
+            entry[f"{row['error']}/mean/ci95_hi"] = _json_number(row["ci_hi"])
     if reference is not None:
         for method in [m for m in errors["method"].unique() if m != reference]:
             frame = bootstrap_frame(errors, method, reference, thresholds, n_resamples, seed, error_names=cols)

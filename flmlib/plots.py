@@ -314,3 +314,44 @@ def contact_sheet(
             edge = (size - inner) / 2 - 0.5
             axes[i].add_patch(Rectangle((edge, edge), inner, inner, fill=False, edgecolor="yellow", linewidth=0.6))
     return fig
+
+
+def accuracy_speed_figure(detail: Mapping, speed: Mapping, test_sets: Sequence[str], methods: Sequence[str], *,
+                          auc_key: str = f"{M.PRIMARY_ERROR}/auc@{M.threshold_key(M.THRESHOLDS[0])}",
+                          mode: str = "batched", reference: str | None = None) -> Figure:
+    """Accuracy against speed, one panel per test set: a point per method at (ms per face, AUC), with the AUC's
+    bootstrap 95% interval as a vertical bar; the x axis is logarithmic (faster to the left).
+
+    Args:
+        detail: ``reports/metrics_detail.json``; speed: ``reports/speed.json`` (:mod:`flmlib.speed`).
+        mode: ``batched`` or ``single`` (which speed column is the x axis).
+        reference: drawn as a dashed horizontal line at its AUC in each panel.
+    """
+    timed = {m: v for m, v in speed.get("methods", {}).items() if mode in v}
+    shown = [m for m in methods if m in timed]
+    if not shown:
+        raise ValueError(f"no method of {list(methods)} has a {mode!r} time in the speed results")
+    styles = method_styles(methods)
+    fig = new_figure((4.2 * len(test_sets), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(test_sets), sharex=True))
+    for ax, test_set in zip(axes, test_sets):
+        entry = detail[test_set]["all"]["methods"]
+        for method in shown:
+            values = entry.get(method, {})
+            if values.get(auc_key) is None:
+                continue
+            x, y = timed[method][mode]["ms_per_face"], values[auc_key]
+            lo, hi = values.get(f"{auc_key}/ci95_lo", y), values.get(f"{auc_key}/ci95_hi", y)
+            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt=styles[method]["marker"], color=styles[method]["color"],
+                        capsize=2, markersize=6, label=method)
+            ax.annotate(method, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        if reference in entry and entry[reference].get(auc_key) is not None:
+            ax.axhline(entry[reference][auc_key], color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_title(test_set, fontsize=10)
+        ax.set_xlabel(f"ms per face ({mode}, log scale)")
+        ax.grid(True, alpha=0.3, which="both")
+    axes[0].set_ylabel(auc_key.replace("/", " "))
+    handles = [Line2D([], [], linestyle="", marker=styles[m]["marker"], color=styles[m]["color"], label=m) for m in shown]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    return fig

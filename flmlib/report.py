@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nbformat
+import numpy as np
 
 from flmlib import metrics as M
 
@@ -274,6 +275,82 @@ def results_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR, th
         lines.append(f"- **{method}** ({spec.kind}{', points mapped' if spec.mapped else ''}): trained on "
                      f"{spec.trained_on or 'n/a'}." + "".join(f" {c}" for c in spec.caveats))
     lines.extend(f"- {c}" for c in GENERAL_CAVEATS)
+    return "\n".join(lines) + "\n"
+
+
+def _mean_cell(values: Mapping, key: str, digits: int = 4) -> str:
+    cell = _fmt(values.get(f"{key}/mean"), digits)
+    lo, hi = values.get(f"{key}/mean/ci95_lo"), values.get(f"{key}/mean/ci95_hi")
+    return cell + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None else "")
+
+
+def _count(n) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.0f} k"
+
+
+def leaderboard_markdown(detail: Mapping, study, speed: Mapping | None, test_set: str, *,
+                         error: str = M.PRIMARY_ERROR, threshold: float = M.THRESHOLDS[0]) -> str:
+    """One test set's leaderboard: every compared method (seed repeats aside), best AUC first, with accuracy (AUC and
+    inter-ocular NME with bootstrap CIs, failure rate, paired AUC difference against the reference), size
+    (parameters, MB on disk) and landmarker speed (ms per face batched and single, ratio to the reference) from
+    ``speed`` (:mod:`flmlib.speed`, ``reports/speed.json``; columns say n/a without it)."""
+    k = M.threshold_key(threshold)
+    auc_key = f"{error}/auc@{k}"
+    entry = detail[test_set]["all"]
+    timed = (speed or {}).get("methods", {})
+    methods = [m for m in study.leaderboard_ids if m in entry["methods"]]
+    methods.sort(key=lambda m: -(entry["methods"][m].get(auc_key) or 0.0))
+    ref = study.reference
+    header = ["Method", f"AUC@{k} [95% CI]", "NME io (68) [95% CI]", f"Failure@{k}", f"AUC − {ref} [95% CI]",
+              "Params", "MB", "ms/face batched", "ms/face single", f"× {ref} (batched / single)"]
+    lines = [f"#### Leaderboard: {test_set} ({max(v.get('n_faces', 0) for v in entry['methods'].values())} faces)",
+             "", "| " + " | ".join(header) + " |", "|---|" + "|".join(["---:"] * (len(header) - 1)) + "|"]
+    for method in methods:
+        values, t = entry["methods"][method], timed.get(method, {})
+        vs = None if method == ref else entry["vs_reference"].get(method, {})
+        ratio = t.get("ratio_to_reference", {})
+        row = [f"**{method}**", _auc_cell(values, auc_key), _mean_cell(values, "nme_interocular"),
+               _pct(values.get(f"{error}/fail@{k}")), _diff_cell(vs, auc_key), _count(t.get("parameters")),
+               _fmt(t.get("mb_on_disk"), 1), _fmt(t.get("batched", {}).get("ms_per_face"), 3),
+               _fmt(t.get("single", {}).get("ms_per_face"), 3),
+               f"{ratio['batched']:.1f} / {ratio['single']:.1f}" if ratio else "n/a"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def speed_note(speed: Mapping | None) -> str:
+    """Where the speed columns come from: the CPU, its vector ISA, threads and the timing definition."""
+    if not speed:
+        return "Speed columns: n/a (no reports/speed.json; run the speed stage or `make bench`)."
+    env = speed["environment"]
+    return (f"Speed columns: {speed['definition']}; {env['cpu']} ({', '.join(env['vector_isa']) or 'no AVX2'}), "
+            f"{env['cores_available']} cores, torch threads {speed['torch_threads']}, {speed['rounds']} rounds. They "
+            "move between machines: compare the ratios, measured in one run.")
+
+
+def seeds_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR,
+                   threshold: float = M.THRESHOLDS[0]) -> str:
+    """The seed table: for each model trained with several seeds (``repeat_of`` entries), its AUC per test set as
+    mean, standard deviation and range over the seeds, next to the reference's AUC on the same faces."""
+    k = M.threshold_key(threshold)
+    auc_key = f"{error}/auc@{k}"
+    repeats = study.repeats()
+    if not repeats:
+        return ""
+    lines = [f"| Model | seeds | Test set | AUC@{k} mean | sd | min – max | {study.reference} |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for model, runs in repeats.items():
+        seeds = [study.models[r].seed if study.models[r].seed is not None else study.train.seed for r in runs]
+        for test_set in detail:
+            methods = detail[test_set]["all"]["methods"]
+            values = [methods[r][auc_key] for r in runs if r in methods and methods[r].get(auc_key) is not None]
+            if len(values) < 2:
+                continue
+            ref = methods.get(study.reference, {}).get(auc_key)
+            lines.append(f"| {model} | {', '.join(map(str, seeds))} | {test_set} | {np.mean(values):.3f} | "
+                         f"{np.std(values, ddof=1):.3f} | {min(values):.3f} – {max(values):.3f} | {_fmt(ref)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from flmlib.crops import box_units_to_image, crop_to_box_units
 from flmlib.device import resolve_device
 from flmlib.metrics import nme_interocular, rmse_box
 from flmlib.losses import build_loss
-from flmlib.models import PIXEL_MEAN, PIXEL_SCALE, build_model, init_mean_shape
+from flmlib.models import build_model, init_mean_shape
 
 #: Data sources, selected by the prefix of ``face_id`` in the prepared files.
 SOURCE_PREFIXES = {"300w": "300w/", "youtube": "youtube-faces/"}
@@ -95,6 +95,7 @@ class TrainConfig:
     loss_params: dict = field(default_factory=dict)
     model: str = "onet"
     model_params: dict = field(default_factory=dict)
+    init: str = ""
     init_mean_shape: bool = True
     precision: str = "fp32"
     batch_size: int = 64
@@ -140,7 +141,7 @@ def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainCo
     """The training run of ``models.<model_id>`` in a loaded study configuration (:func:`flmlib.config.load_config`).
 
     Its recipe (``train.recipes.<recipe>``) gives the optimisation, ``train`` the shared knobs and the model entry its
-    architecture. ``epochs`` (default ``train.epochs``) > 0 overrides the recipe's epochs (smoke runs); the lr
+    architecture, pretrained initialiser and (optionally) seed. ``epochs`` (default ``train.epochs``) > 0 overrides the recipe's epochs (smoke runs); the lr
     schedule is not rescaled, so a shortened ``faithful`` run never reaches its lr steps.
     """
     if model_id not in study.models:
@@ -156,9 +157,11 @@ def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainCo
                                  rotate=shared.aug_rotate, brightness=shared.aug_brightness,
                                  contrast=shared.aug_contrast)
     return TrainConfig(**named, loss_params=loss_params, augmentation=augmentation, model=model.architecture,
-                       model_params=dict(model.architecture_kwargs), init_mean_shape=shared.init_mean_shape,
+                       model_params=dict(model.architecture_kwargs), init=model.init,
+                       init_mean_shape=shared.init_mean_shape,
                        precision=shared.precision, batch_size=shared.batch_size, use_300w=shared.use_300w,
-                       use_youtube=shared.use_youtube, augment=shared.augment, seed=shared.seed,
+                       use_youtube=shared.use_youtube, augment=shared.augment,
+                       seed=shared.seed if model.seed is None else model.seed,
                        device=shared.device, threads=shared.threads)
 
 
@@ -268,7 +271,8 @@ def fingerprint(config: TrainConfig, paths: list[Path]) -> str:
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     here = Path(__file__).resolve().parent
     code = ("train.py", "augment.py", "models.py", "losses.py", "landmarks68.py", "crops.py", "metrics.py")
-    for p in [*paths, *(here / m for m in code)]:
+    nets = sorted((here / "nets").glob("*.py")) + sorted((here / "pretrained").glob("*.py"))
+    for p in [*paths, *(here / m for m in code), *nets]:
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
@@ -313,11 +317,11 @@ def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2)`` box units (CPU float32), in eval mode."""
+    """``(N, 3, s, s)`` float 0..255 -> ``(N, n_points, 2)`` box units (CPU float32), in eval mode."""
     model.eval()
     device = next(model.parameters()).device
     out = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out).reshape(-1, 68, 2)
+    return torch.cat(out).reshape(len(images), -1, 2)
 
 
 class Evaluator:
@@ -377,12 +381,15 @@ def model_config(config: TrainConfig, split: Split, model: torch.nn.Module) -> d
         "model_kwargs": dict(config.model_params),
         "input_size": int(model.input_size),
         "input": "RGB float 0..255, (B, 3, input_size, input_size); the model normalises it itself",
-        "normalisation": {"mean": getattr(model, "pixel_mean", PIXEL_MEAN), "scale": getattr(model, "pixel_scale", PIXEL_SCALE),
-                          "formula": "(x - mean) / scale"},
+        "in_channels": int(model.in_channels),
+        "normalisation": {"mean": model.pixel_mean, "scale": model.pixel_scale,
+                          "formula": "(x - mean) / scale, per channel of in_channels (grey: luma first)"},
         "crop_size": int(split.crop_size),
         "context_factor": float(split.context_factor),
         "input_region": "the face box, resampled to input_size x input_size (box edges at pixel edges)",
-        "output": "(B, 136) = 68 x (x, y) in box units: 0 and 1 at the face box's edges",
+        "n_points": int(model.n_points),
+        "output": f"(B, {model.n_outputs}) = {model.n_points} x (x, y) in box units: 0 and 1 at the face box's edges",
+        "init": config.init or "random",
         "train": {**config.as_dict(), "augmentation": config.augmentation.as_dict()},
         "torch": torch.__version__,
     }
@@ -439,6 +446,12 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, **config.model_params)
+    if config.init:
+        from flmlib.pretrained import apply_init
+
+        print_init = apply_init(model, config.init)
+        if progress:
+            print(f"initialised from {config.init}: {print_init}")
     if config.init_mean_shape:
         mean = crop_to_box_units(train_split.points.numpy(), train_split.crop_size, train_split.context_factor).mean(0)
         init_mean_shape(model, torch.as_tensor(mean, dtype=torch.float32))

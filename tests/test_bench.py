@@ -148,3 +148,35 @@ def test_stage_timings_total_when_all_stages_ran(tmp_path):
         (tmp_path / f"{stage}.json").write_text(json.dumps({"seconds": seconds}))
     timing = bench.stage_timings(tmp_path, ["a", "b"])
     assert timing["complete"] and timing["study_seconds"] == 3.5
+
+
+def test_speed_times_every_method_in_alternating_rounds(setup, tmp_path, capsys):
+    """The leaderboard's speed stage on three faces: every method timed batched and single, with sizes and the ratio
+    to the reference from the same run; a method that cannot be built is listed with the reason."""
+    import yaml
+
+    from flmlib import speed
+
+    prepared, checkpoint, _, model = setup
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    onet = params["models"]["onet"]
+    params["models"] = {"onet": {**onet, "options": {"checkpoint": str(checkpoint)}},
+                        "missing": {**onet, "options": {"checkpoint": str(tmp_path / "missing.pt")}}}
+    params["methods"] = {"dlib": params["methods"]["dlib"]}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = tmp_path / "speed.json"
+    code = speed.main(["--params", str(path), "--prepared", str(prepared), "--out", str(out), "--rounds", "1",
+                       "--batch", "8", "--single-faces", "2"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    onet, dlib = result["methods"]["onet"], result["methods"]["dlib"]
+    assert "skipped" in result["methods"]["missing"] and "missing.pt" in result["methods"]["missing"]["skipped"]
+    for entry in (onet, dlib):
+        assert entry["batched"]["ms_per_face"] > 0 and entry["single"]["ms_per_face"] > 0
+    assert onet["parameters"] == sum(p.numel() for p in model.parameters()) and onet["mb_on_disk"] > 0
+    assert dlib["parameters"] > 1e6 and dlib["ratio_to_reference"] == {"batched": 1.0, "single": 1.0}
+    expected = dlib["batched"]["ms_per_face"] / onet["batched"]["ms_per_face"]
+    assert onet["ratio_to_reference"]["batched"] == pytest.approx(expected, rel=0.01)
+    assert result["environment"]["cpu"] and result["faces"]["batch"] == 8
+    assert "onet" in capsys.readouterr().out

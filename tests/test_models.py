@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from flmlib.models import MODELS, N_OUTPUTS, ONet, build_model
+from flmlib.models import N_OUTPUTS, ONet, architectures, build_model
 
 
 def test_onet_output_shape_and_units():
@@ -38,10 +38,13 @@ def test_onet_rejects_wrong_input_size():
 
 
 def test_registry():
-    assert "onet" in MODELS
+    assert {"onet", "naimishnet", "net2", "mobilenet", "resnet", "efficientnet"} <= set(architectures())
+    assert "base" not in architectures()
     assert build_model("onet", dropout=0.3).fc[2].p == 0.3
-    with pytest.raises(ValueError, match="unknown model 'resnet'.*onet"):
-        build_model("resnet")
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'.*onet"):
+        build_model("vgg")
+    with pytest.raises(ValueError, match="architecture 'onet'.*depth"):
+        build_model("onet", depth=3)
 
 
 def test_init_mean_shape_starts_predictions_at_the_mean_shape():
@@ -53,5 +56,5 @@ def test_init_mean_shape_starts_predictions_at_the_mean_shape():
     pred = model(torch.rand(8, 3, 48, 48) * 255).reshape(8, 68, 2)
     plain = build_model("onet").eval()(torch.rand(8, 3, 48, 48) * 255).reshape(8, 68, 2)
     assert (pred - mean).abs().mean() < 0.2 * (plain - mean).abs().mean()
-    with pytest.raises(ValueError, match="68 x 2"):
+    with pytest.raises(ValueError, match="10 values.*136 outputs"):
         init_mean_shape(build_model("onet"), torch.zeros(10))

@@ -25,7 +25,7 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["root"] = str(data_root)
     params["test_sets"] = {k: v for k, v in params["test_sets"].items() if k in TEST_SETS}
-    params["models"]["onet"]["options"] = {"checkpoint": str(model), "device": "cpu"}
+    params["models"] = {"onet": {**params["models"]["onet"], "options": {"checkpoint": str(model), "device": "cpu"}}}
     params["methods"] = {"dlib": params["methods"]["dlib"],
                          "fixed": {"kind": "tests.fake_landmarker", "trained_on": "nothing",
                                    "caveats": ["A fixed shape: a test of the plumbing."]}}
@@ -55,7 +55,7 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     _run("05-report.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"),
          errors_path=str(reports / "errors.csv"), regions_path=str(reports / "regions.csv"),
          detail_path=str(reports / "detail.json"), timings_dir=str(reports / "timings"), figures_dir=str(reports / "fig"),
-         readme_path=str(readme),
+         speed_path=str(reports / "speed.json"), readme_path=str(readme),
          update_readme=True, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")

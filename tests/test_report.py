@@ -99,7 +99,8 @@ test_sets:
                caveats: ["dlib saw it."]}
   aflw-test: {source: aflw2000, breakdown: yaw, description: "AFLW2000-3D"}
 models:
-  onet: {architecture: onet, recipe: fast, trained_on: "300-W train", caveats: ["Small net."]}
+  onet: {architecture: onet, recipe: fast, train_data: prepared, trained_on: "300-W train", caveats: ["Small net."]}
+  onet_s1: {architecture: onet, recipe: fast, train_data: prepared, seed: 1, repeat_of: onet}
 methods:
   dlib: {kind: dlib_predictor, trained_on: "300-W"}
   mesh: {kind: mediapipe_mesh, points: mapped, caveats: ["Mapped points."]}
@@ -123,7 +124,7 @@ def _detail():
     rng = np.random.default_rng(0)
     rows = []
     for test_set, groups in (("helen-test", ["helen/testset"]), ("aflw-test", ["yaw 0-30°", "yaw ≥60°"])):
-        for method, scale in (("onet", 0.05), ("dlib", 0.03), ("mesh", 0.04)):
+        for method, scale in (("onet", 0.05), ("onet_s1", 0.052), ("dlib", 0.03), ("mesh", 0.04)):
             errors = rng.gamma(2.0, scale / 2, 24)
             if method == "mesh":
                 errors[0] = np.inf  # one face the method could not place
@@ -146,7 +147,7 @@ def test_results_markdown_one_table_per_test_set_with_every_method_and_caveat(tm
     assert "RMSE / sqrt(w·h) of the face box" in md and "inter-ocular" in md
     assert md.index("### aflw-test") < md.index("### helen-test: HELEN test")
     rows = [line for line in md.splitlines() if line.startswith("| ")][2:]
-    assert sum(line.startswith("| all |") for line in md.splitlines()) == 6  # 2 test sets x 3 methods
+    assert sum(line.startswith("| all |") for line in md.splitlines()) == 8  # 2 test sets x 4 methods
     assert any(line.startswith("| yaw ≥60° | mesh (mapped) |") for line in md.splitlines()), rows
     onet = detail["helen-test"]["all"]["methods"]["onet"]
     assert f"{onet['rmse_box/auc@0.08']:.3f} [{onet['rmse_box/auc@0.08/ci95_lo']:.3f}," in md
@@ -194,3 +195,50 @@ def test_study_caveats_collects_test_set_and_method_caveats():
 def test_load_metrics_names_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         R.load_metrics(tmp_path / "metrics.json")
+
+
+def _speed():
+    rate = lambda ms: {"ms_per_face": ms, "faces_per_s": 1e3 / ms}  # noqa: E731
+    methods = {"onet": (0.3, 0.9, 420_000, 1.7), "dlib": (1.6, 1.7, 5_000_000, 99.7), "mesh": (5.0, 6.0, None, None),
+               "onet_s1": (0.3, 0.9, 420_000, 1.7)}
+    out = {m: {"batched": rate(b), "single": rate(s), "parameters": n, "mb_on_disk": mb,
+               "ratio_to_reference": {"batched": round(1.6 / b, 2), "single": round(1.7 / s, 2)}}
+           for m, (b, s, n, mb) in methods.items()}
+    return {"methods": out, "definition": "image + box -> points", "rounds": 3, "torch_threads": 2,
+            "environment": {"cpu": "Test CPU", "vector_isa": ["avx2"], "cores_available": 2}}
+
+
+def test_leaderboard_ranks_every_method_with_accuracy_size_and_speed():
+    study, detail, speed = _study(), _detail(), _speed()
+    md = R.leaderboard_markdown(detail, study, speed, "aflw-test")
+    rows = [line for line in md.splitlines() if line.startswith("| **")]
+    assert [r.split("**")[1] for r in rows] == sorted(["onet", "dlib", "mesh"], key=lambda m: -detail["aflw-test"]["all"][
+        "methods"][m]["rmse_box/auc@0.08"])  # seed repeats stay out of the leaderboard
+    onet_row = next(r for r in rows if r.startswith("| **onet**"))
+    onet = detail["aflw-test"]["all"]["methods"]["onet"]
+    lo, hi = onet["nme_interocular/mean/ci95_lo"], onet["nme_interocular/mean/ci95_hi"]
+    assert lo <= onet["nme_interocular/mean"] <= hi
+    assert f"{onet['nme_interocular/mean']:.4f} [{lo:.4f}, {hi:.4f}]" in onet_row
+    assert "| 0.42 M | 1.7 |" in onet_row and "| 0.300 | 0.900 | 5.3 / 1.9 |" in onet_row
+    assert "Test CPU (avx2)" in R.speed_note(speed)
+    # without speed results the columns say n/a instead of failing
+    assert "n/a" in R.leaderboard_markdown(detail, study, None, "aflw-test")
+
+
+def test_seed_table_gives_mean_sd_and_range_over_the_seeds():
+    study, detail = _study(), _detail()
+    md = R.seeds_markdown(detail, study)
+    values = [detail["aflw-test"]["all"]["methods"][m]["rmse_box/auc@0.08"] for m in ("onet", "onet_s1")]
+    row = next(line for line in md.splitlines() if "| aflw-test |" in line)
+    assert row.startswith("| onet | 0, 1 | aflw-test |")
+    assert f"{np.mean(values):.3f} | {np.std(values, ddof=1):.3f} | {min(values):.3f} – {max(values):.3f}" in row
+
+
+def test_accuracy_speed_figure_has_a_point_per_timed_method():
+    from flmlib.plots import accuracy_speed_figure
+
+    study, detail, speed = _study(), _detail(), _speed()
+    fig = accuracy_speed_figure(detail, speed, ["aflw-test", "helen-test"], study.leaderboard_ids, reference="dlib")
+    axes = fig.get_axes()
+    assert len(axes) == 2 and axes[0].get_xscale() == "log"
+    assert sorted(t.get_text() for t in axes[0].texts) == ["dlib", "mesh", "onet"]

@@ -88,7 +88,8 @@ def test_model_file_rebuilds_the_model(splits, tmp_path):
     assert torch.equal(model(x), result.model(x))
     assert config["model"] == "onet" and config["input_size"] == 48
     assert config["crop_size"] == 96 and config["context_factor"] == 2.0
-    assert config["normalisation"] == {"mean": 127.5, "scale": 128.0, "formula": "(x - mean) / scale"}
+    assert config["normalisation"]["mean"] == 127.5 and config["normalisation"]["scale"] == 128.0
+    assert config["in_channels"] == 3 and config["n_points"] == 68 and config["init"] == "random"
     assert config["train"]["epochs"] == 1 and config["epochs_trained"] == 1
     assert config["val"]["val/nme_interocular"] == pytest.approx(result.final["val/nme_interocular"])
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())

@@ -15,7 +15,6 @@ itself; its box-unit output goes back to image pixels with :func:`flmlib.crops.b
 """
 from __future__ import annotations
 
-import math
 
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,8 +46,10 @@ def check_model_config(config: dict, source: str) -> dict:
     if missing:
         raise ValueError(f"{source}: model config lacks {missing} (has {sorted(config)})")
     norm = config.get("normalisation")
-    if norm is not None and not (float(norm["scale"]) > 0 and math.isfinite(float(norm["mean"]))):
-        raise ValueError(f"{source}: pixel normalisation mean={norm['mean']}, scale={norm['scale']} is not usable")
+    if norm is not None:
+        mean, scale = np.atleast_1d(np.asarray(norm["mean"], float)), np.atleast_1d(np.asarray(norm["scale"], float))
+        if not ((scale > 0).all() and np.isfinite(mean).all()):
+            raise ValueError(f"{source}: pixel normalisation mean={norm['mean']}, scale={norm['scale']} is not usable")
     crop, inner = int(config["crop_size"]), float(config["crop_size"]) / float(config["context_factor"])
     if crop <= 0 or inner <= 0:
         raise ValueError(f"{source}: crop_size={config['crop_size']}, context_factor={config['context_factor']} invalid")

@@ -1,0 +1,151 @@
+"""The leaderboard's speed and size columns: every compared method timed the same way, in one run, on this machine.
+
+    python -m flmlib.speed --out reports/speed.json          (the ``speed`` stage of dvc.yaml; also ``make bench``)
+
+For every method of params.yaml (the trained models, dlib, MediaPipe) it measures the **landmarker alone**
+(image + face box -> 68 points; detection excluded, the boxes are the prepare stage's detections of 300-W test
+faces):
+
+* ``batched``: all faces of a batch (the test faces repeated to ``batch`` faces) in one ``predict_batch`` call;
+* ``single``: one face per ``predict`` call (a webcam frame with one face), over the first ``single_faces`` faces;
+
+in ``rounds`` rounds that alternate the methods (so a noisy neighbour on a shared machine slows every method of a
+round alike), reporting the median over rounds of the time per face and the ratio to the reference method
+(``reference`` in params.yaml, dlib) **within the same run**. Sizes: parameters and the model file's MB on disk.
+The CPU model and its vector instruction sets go with the numbers: they move between machines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from flmlib.bench import dlib_model_size, environment, load_faces, rate
+from flmlib.config import load_config
+from flmlib.landmarkers import build_method
+from flmlib.paths import project_path
+
+
+def model_size(spec, landmarker) -> dict:
+    """Parameters and MB on disk of a method's model (what can be known of it)."""
+    if spec.kind == "cnn":
+        path = project_path(spec.options["checkpoint"])
+        n = sum(p.numel() for p in landmarker.model.parameters()) if landmarker.model is not None else None
+        return {"parameters": int(n) if n is not None else None, "mb_on_disk": round(path.stat().st_size / 1e6, 3),
+                "file": str(spec.options["checkpoint"])}
+    if spec.kind == "dlib_predictor":
+        size = dlib_model_size(Path(landmarker.model_path))
+        return {"parameters": size["parameters"], "mb_on_disk": size["mb_on_disk"], "file": Path(size["file"]).name}
+    return {"parameters": None, "mb_on_disk": None, "file": None}
+
+
+def time_rounds(calls: dict[str, dict[str, Callable[[], object]]], rounds: int, warmup: int = 1) -> dict:
+    """``calls[method][mode]()`` timed in ``rounds`` alternating rounds; returns median seconds per call."""
+    for _ in range(warmup):
+        for modes in calls.values():
+            for fn in modes.values():
+                fn()
+    times: dict = {m: {mode: [] for mode in modes} for m, modes in calls.items()}
+    for _ in tqdm(range(rounds), desc="speed rounds", mininterval=2.0):
+        for method, modes in calls.items():
+            for mode, fn in modes.items():
+                start = time.perf_counter()
+                fn()
+                times[method][mode].append(time.perf_counter() - start)
+    return {m: {mode: float(np.median(v)) for mode, v in modes.items()} for m, modes in times.items()}
+
+
+def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "params.yaml", rounds: int = 5,
+        batch: int = 256, single_faces: int = 32, log: Callable[[str], None] = print) -> dict:
+    """Time every method (module docstring) and return the result dict."""
+    study = load_config(params_path)
+    images, boxes, _ = load_faces(prepared)
+    order = np.resize(np.arange(len(boxes)), batch)
+    batch_images, batch_boxes = [images[i] for i in order], [boxes[i : i + 1] for i in order]
+    singles = [(images[i], boxes[i : i + 1]) for i in range(min(single_faces, len(boxes)))]
+    built, calls, sizes, skipped = {}, {}, {}, {}
+    for method in method_ids:
+        spec = study.method_spec(method)
+        log(f"speed: building {method} ({spec.kind}) ...")
+        try:
+            landmarker = built[method] = build_method(spec)
+            sizes[method] = model_size(spec, landmarker)
+        except (OSError, ValueError, RuntimeError) as exc:
+            skipped[method] = f"{type(exc).__name__}: {exc}"
+            continue
+        if hasattr(landmarker, "batch_size"):
+            landmarker.batch_size = batch
+        calls[method] = {
+            "batched": lambda lm=landmarker: lm.predict_batch(batch_images, batch_boxes),
+            "single": lambda lm=landmarker: [lm.predict(image, box) for image, box in singles],
+        }
+    try:
+        seconds = time_rounds(calls, rounds)
+    finally:
+        for landmarker in built.values():  # a method with a worker process (MediaPipe) stops it here
+            if callable(getattr(landmarker, "close", None)):
+                landmarker.close()
+    per_face = {m: {"batched": s["batched"] / batch, "single": s["single"] / len(singles)} for m, s in seconds.items()}
+    ref = per_face.get(study.reference)
+    out: dict = {}
+    for method in method_ids:
+        if method in skipped:
+            out[method] = {"skipped": skipped[method]}
+            continue
+        entry = {"batched": rate(per_face[method]["batched"]), "single": rate(per_face[method]["single"]),
+                 **sizes[method]}
+        if ref:
+            entry["ratio_to_reference"] = {mode: round(ref[mode] / per_face[method][mode], 2) for mode in ref}
+        out[method] = entry
+    return {"environment": environment(), "reference": study.reference,
+            "faces": {"set": "300-W test faces of the prepare stage (detection boxes)", "distinct_faces": len(boxes),
+                      "batch": batch, "single_faces": len(singles)},
+            "rounds": rounds, "torch_threads": torch.get_num_threads(),
+            "definition": "image + face box -> 68 points, detection excluded; batched: one predict_batch call of"
+                          f" {batch} faces; single: one face per predict call; medians over alternating rounds;"
+                          " ratio_to_reference: reference ms/face over this method's ms/face, same run",
+            "methods": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flmlib.speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--prepared", default="prepared", help="prepared data folder (default: %(default)s)")
+    parser.add_argument("--out", default="reports/speed.json", help="JSON output (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=256, help="faces per batched call (default: %(default)s)")
+    parser.add_argument("--single-faces", type=int, default=32, help="faces timed one by one (default: %(default)s)")
+    parser.add_argument("--methods", nargs="*", default=None, metavar="ID", help="method ids (default: all)")
+    args = parser.parse_args(argv)
+    study = load_config(args.params)
+    methods = study.method_ids if args.methods is None else args.methods
+    unknown = sorted(set(methods) - set(study.method_ids))
+    if unknown:
+        parser.error(f"--methods {unknown}: not methods of {args.params} {study.method_ids}")
+    result = run(methods, project_path(args.prepared), args.params, args.rounds, args.batch, args.single_faces,
+                 log=lambda m: print(m, file=sys.stderr))
+    out = project_path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    env = result["environment"]
+    print(f"{env['cpu']} ({', '.join(env['vector_isa']) or 'no AVX'}), torch threads {result['torch_threads']}")
+    for method, entry in result["methods"].items():
+        if "skipped" in entry:
+            print(f"{method:>20}: skipped ({entry['skipped']})")
+            continue
+        ratio = entry.get("ratio_to_reference", {})
+        print(f"{method:>20}: batched {entry['batched']['ms_per_face']:8.3f} ms/face ({ratio.get('batched', '-')}x),"
+              f" single {entry['single']['ms_per_face']:8.3f} ms/face ({ratio.get('single', '-')}x)")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
