@@ -24,7 +24,7 @@ $(shell rm -f $(STAMP) $(MP_STAMP))
 endif
 endif
 
-.PHONY: env mediapipe-env weights data repro test lab bench report-shots lock clean-env
+.PHONY: env mediapipe-env weights data repro zoo test lab bench report-shots lock clean-env
 
 env: $(STAMP)
 
@@ -51,6 +51,13 @@ repro: data $(MP_STAMP) $(WEIGHT_FILES)
 	@$(BIN)/dvc status --quiet data.dvc || { echo "data/ differs from data.dvc (see \`dvc status data.dvc\`):" \
 		"restore it with \`dvc checkout data.dvc\`, or \`dvc add data\` if the change is meant"; exit 1; }
 	$(BIN)/dvc repro
+
+# The full zoo (zoo.yaml): every source's network at its own input size and recipe, for a machine with a GPU (hours on
+# a CPU). zoo.yaml is merged into params.yaml (validated first, comments kept) and the pipeline runs as a DVC experiment
+# (`dvc exp show` lists it); `git checkout params.yaml dvc.lock` returns to the default zoo.
+zoo: data $(MP_STAMP) $(WEIGHT_FILES)
+	$(BIN)/python -m flmlib.zoo zoo.yaml --params params.yaml
+	$(BIN)/dvc exp run --name zoo-full
 
 test: data $(MP_STAMP) $(WEIGHT_FILES)
 	$(BIN)/python -m pytest
