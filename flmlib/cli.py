@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="68-point facial landmarks with any method of the study (" + ", ".join(methods) + ").",
         epilog=_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,export}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,mask,video,export}")
 
     predict = sub.add_parser(
         "predict", help="find faces and their 68 landmarks in images",
@@ -292,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="faces per forward pass of a trained model (default: %(default)s)")
     predict.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     predict.set_defaults(func=cmd_predict)
+
+    from flmlib import mask_cli, video_cli
+
+    mask_cli.add_parser(sub)
+    video_cli.add_parser(sub)
 
     export = sub.add_parser(
         "export", help="export the O-Net model file to ONNX",
