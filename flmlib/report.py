@@ -203,7 +203,8 @@ def detection_note(test_set: str, rates: Mapping) -> str:
 
 def test_set_markdown(test_set: str, groups: Mapping, *, description: str = "", caveats: Sequence[str] = (),
                       mapped: Sequence[str] = (), reference: str, error: str = M.PRIMARY_ERROR,
-                      threshold: float = M.THRESHOLDS[0], figure: str | None = None) -> str:
+                      threshold: float = M.THRESHOLDS[0], figure: str | None = None,
+                      methods: Sequence[str] | None = None) -> str:
     """One test set's results: a table with every method (overall, then per subset or yaw bin), its detection rate,
     its caveats and its CED figure.
 
@@ -211,6 +212,7 @@ def test_set_markdown(test_set: str, groups: Mapping, *, description: str = "", 
         groups: ``detail[test_set]`` of :func:`flmlib.compare.study_metrics` (group -> methods / vs_reference).
         mapped: methods whose points are mapped from another scheme (their rows say so).
         reference: the method the paired differences are taken against.
+        methods: the methods to show (default: every method in ``groups``), e.g. without seed repeats.
     """
     k = M.threshold_key(threshold)
     auc_key = f"{error}/auc@{k}"
@@ -220,6 +222,8 @@ def test_set_markdown(test_set: str, groups: Mapping, *, description: str = "", 
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for group, entry in groups.items():
         for method, values in entry["methods"].items():
+            if methods is not None and method not in methods:
+                continue
             name = method + (" (mapped)" if method in mapped else "")
             failed = values.get("n_failed", 0)
             n = str(values.get("n_faces", "")) + (f" ({failed} unplaced)" if failed else "")
@@ -250,7 +254,7 @@ def results_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR, th
         order: test sets in the order to show (default: as in ``detail``).
     """
     k = M.threshold_key(threshold)
-    specs = {m: study.method_spec(m) for m in study.method_ids}
+    specs = {m: study.method_spec(m) for m in study.leaderboard_ids}
     mapped = [m for m, s in specs.items() if s.mapped]
     lines = [
         f"AUC@{k} and Failure@{k}: of **{M.ERROR_LABELS.get(error, error)}** (`{error}`), the area under the CED up "
@@ -268,7 +272,8 @@ def results_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR, th
         config = study.test_sets[test_set]
         lines.append(test_set_markdown(test_set, detail[test_set], description=config.description,
                                        caveats=config.caveats, mapped=mapped, reference=study.reference,
-                                       error=error, threshold=threshold, figure=(figures or {}).get(test_set)))
+                                       error=error, threshold=threshold, figure=(figures or {}).get(test_set),
+                                       methods=study.leaderboard_ids))
     lines.append("### Methods")
     lines.append("")
     for method, spec in specs.items():
@@ -362,7 +367,8 @@ def headline_markdown(detail: Mapping, study, test_set: str, *, error: str = M.P
     auc_key = f"{error}/auc@{k}"
     entry = detail[test_set]["all"]
     config = study.test_sets[test_set]
-    methods = sorted(entry["methods"], key=lambda m: -(entry["methods"][m].get(auc_key) or 0.0))
+    methods = sorted((m for m in entry["methods"] if m in study.leaderboard_ids),
+                     key=lambda m: -(entry["methods"][m].get(auc_key) or 0.0))
     n_faces = max(v.get("n_faces", 0) for v in entry["methods"].values())
     parts = []
     for method in methods:

@@ -122,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=256, help="faces per batched call (default: %(default)s)")
     parser.add_argument("--single-faces", type=int, default=32, help="faces timed one by one (default: %(default)s)")
-    parser.add_argument("--methods", nargs="*", default=None, metavar="ID", help="method ids (default: all)")
+    parser.add_argument("--methods", nargs="*", default=None, metavar="ID",
+                        help="method ids (default: every method of the leaderboard; seed repeats time the same as"
+                             " their entry)")
     args = parser.parse_args(argv)
     study = load_config(args.params)
-    methods = study.method_ids if args.methods is None else args.methods
+    methods = study.leaderboard_ids if args.methods is None else args.methods
     unknown = sorted(set(methods) - set(study.method_ids))
     if unknown:
         parser.error(f"--methods {unknown}: not methods of {args.params} {study.method_ids}")
