@@ -7,6 +7,16 @@ import torch
 from flmlib.models import architectures, build_model, init_mean_shape
 from flmlib.nets.base import IMAGENET_MEAN, IMAGENET_SCALE, LandmarkNet
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests train and run small networks: one torch thread. Two threads on a core that another process is
+    using (a training run, a parallel CI job) made the overfitting tests tens of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 #: One small variant of each architecture (kwargs), so the tests stay fast on a 2-core CPU.
 SMALL = {
     "onet": {},
