@@ -146,10 +146,51 @@ def face_record(path: Path, image: np.ndarray, faces, method: str, upsample: int
             "faces": [{k: v for k, v in face.to_dict().items() if k != "method"} for face in faces]}
 
 
+class SkipCount:
+    """How many inputs a command skipped (each one is named on stderr when it is counted)."""
+
+    def __init__(self, count: int = 0):
+        self.count = count
+
+
+def landmarked_images(predictor, paths: Sequence[Path], skipped: SkipCount):
+    """Read, detect and landmark ``paths`` in chunks of :data:`CHUNK` images (bounded memory for large folders).
+
+    Yields ``(path, image, stem, faces)`` for every image with at least one face: ``image`` ``(H, W, 3) uint8`` RGB,
+    ``stem`` its distinct output name (:func:`output_stems`), ``faces`` the predictor's faces. An unreadable image, a
+    chunk the method failed on and an image without a face are named on stderr and counted in ``skipped``.
+    """
+    from flmlib.io import read_image
+
+    stems = output_stems(paths)
+    for start in range(0, len(paths), CHUNK):
+        images, names = [], []
+        for path, stem in zip(paths[start : start + CHUNK], stems[start : start + CHUNK]):
+            try:
+                images.append((path, read_image(path)))
+                names.append(stem)
+            except DataError as exc:
+                _error(str(exc))
+                skipped.count += 1
+        if not images:
+            continue
+        try:
+            results = predictor.predict_many([image for _, image in images])
+        except (ValueError, RuntimeError) as exc:  # RuntimeError: a method's worker process died or timed out
+            _error(f"landmarking failed for {', '.join(str(p) for p, _ in images)}: {exc}")
+            skipped.count += len(images)
+            continue
+        for (path, image), stem, faces in zip(images, names, results):
+            if not faces:
+                _error(f"{path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
+                skipped.count += 1
+                continue
+            yield path, image, stem, faces
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
-    from flmlib.io import read_image
     from flmlib.predictor import Predictor
 
     from flmlib.config import load_config
@@ -179,49 +220,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _error(message)
     landmarker = predictor.landmarker
     model_name = str(getattr(landmarker, "source", None) or getattr(landmarker, "model_path", None) or spec.kind)
-    failed, written = len(errors), 0
-    stems = output_stems(paths)
-    for start in range(0, len(paths), CHUNK):
-        images, names = [], []
-        for path, stem in zip(paths[start : start + CHUNK], stems[start : start + CHUNK]):
-            try:
-                images.append((path, read_image(path)))
-                names.append(stem)
-            except DataError as exc:
-                _error(str(exc))
-                failed += 1
-        if not images:
-            continue
+    skipped = SkipCount(len(errors))
+    written = 0
+    for path, image, stem, faces in landmarked_images(predictor, paths, skipped):
+        unplaced = [i for i, face in enumerate(faces) if not face.placed]
+        if unplaced:  # written all the same (points null in the JSON), but the run did not fully succeed
+            _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)}")
+            skipped.count += 1
+        record = face_record(path, image, faces, predictor.method, predictor.upsample, model_name)
         try:
-            results = predictor.predict_many([image for _, image in images])
-        except (ValueError, RuntimeError) as exc:  # RuntimeError: a method's worker process died or timed out
-            _error(f"landmarking failed for {', '.join(str(p) for p, _ in images)}: {exc}")
-            failed += len(images)
+            (out / f"{stem}.json").write_text(to_json(record))
+            if not cv2.imwrite(str(out / f"{stem}.png"), annotate(image, faces)):
+                raise OSError("OpenCV could not write the PNG")
+        except OSError as exc:
+            _error(f"{path}: cannot write its outputs to {out} ({exc})")
+            skipped.count += 1
             continue
-        for (path, image), stem, faces in zip(images, names, results):
-            if not faces:
-                _error(f"{path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
-                failed += 1
-                continue
-            unplaced = [i for i, face in enumerate(faces) if not np.isfinite(face.points).all()]
-            if unplaced:  # written all the same (points null in the JSON), but the run did not fully succeed
-                _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)}")
-                failed += 1
-            record = face_record(path, image, faces, predictor.method, predictor.upsample, model_name)
-            try:
-                (out / f"{stem}.json").write_text(to_json(record))
-                if not cv2.imwrite(str(out / f"{stem}.png"), annotate(image, faces)):
-                    raise OSError("OpenCV could not write the PNG")
-            except OSError as exc:
-                _error(f"{path}: cannot write its outputs to {out} ({exc})")
-                failed += 1
-                continue
-            written += 1
-            if not args.quiet:
-                print(f"{path}: {len(faces)} face(s) -> {out / stem}.json, .png")
+        written += 1
+        if not args.quiet:
+            print(f"{path}: {len(faces)} face(s) -> {out / stem}.json, .png")
     if not args.quiet:
-        print(f"{written} image(s) written to {out}, {failed} input(s) skipped")
-    return EXIT_OK if failed == 0 else EXIT_INPUT_SKIPPED
+        print(f"{written} image(s) written to {out}, {skipped.count} input(s) skipped")
+    return EXIT_OK if skipped.count == 0 else EXIT_INPUT_SKIPPED
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -17,9 +17,9 @@ import argparse
 import math
 from pathlib import Path
 
-from flmlib.cli import (CHUNK, EXIT_INPUT_SKIPPED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, MAX_UPSAMPLE, _codes_text,
-                        _error, _wrap, check_output_folder, checkpoint_path, expand_inputs, method_ids,
-                        output_stems)
+from flmlib.cli import (EXIT_INPUT_SKIPPED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, MAX_UPSAMPLE, SkipCount, _codes_text,
+                        _error, _wrap, check_output_folder, checkpoint_path, expand_inputs, landmarked_images,
+                        method_ids)
 from flmlib.masks import DEFAULT_FEATHER, MASKS, list_masks
 
 
@@ -121,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
 
     import cv2
 
-    from flmlib.io import DataError, read_image
     from flmlib.masks import apply_masks
 
     predictor, code = _load_predictor(args)
@@ -135,51 +134,29 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for message in errors:
         _error(message)
-    failed, written = len(errors), 0
-    stems = output_stems(paths)
-    for start in range(0, len(paths), CHUNK):  # bounded memory for large folders, as in flm predict
-        images, names = [], []
-        for path, stem in zip(paths[start : start + CHUNK], stems[start : start + CHUNK]):
-            try:
-                images.append((path, read_image(path)))
-                names.append(stem)
-            except DataError as exc:
-                _error(str(exc))
-                failed += 1
-        if not images:
-            continue
+    skipped = SkipCount(len(errors))
+    written = 0
+    for path, image, stem, faces in landmarked_images(predictor, paths, skipped):
+        unplaced = [i for i, face in enumerate(faces) if not face.placed]
+        if unplaced:  # the other faces still get the mask, but the run did not fully succeed
+            _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)};"
+                   " written without a mask on them")
+            skipped.count += 1
+        masked = apply_masks(image, [face.points for face in faces if face.placed], args.mask, feather=args.feather)
+        target = out / f"{stem}.png"
         try:
-            results = predictor.predict_many([image for _, image in images])
-        except (ValueError, RuntimeError) as exc:  # RuntimeError: a method's worker process died or timed out
-            _error(f"landmarking failed for {', '.join(str(p) for p, _ in images)}: {exc}")
-            failed += len(images)
+            if not cv2.imwrite(str(target), cv2.cvtColor(masked, cv2.COLOR_RGB2BGR)):
+                raise OSError("OpenCV could not write the PNG")
+        except (OSError, cv2.error) as exc:
+            _error(f"{path}: cannot write {target} ({exc})")
+            skipped.count += 1
             continue
-        for (path, image), stem, faces in zip(images, names, results):
-            if not faces:
-                _error(f"{path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
-                failed += 1
-                continue
-            unplaced = [i for i, face in enumerate(faces) if not face.placed]
-            if unplaced:  # the other faces still get the mask, but the run did not fully succeed
-                _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)};"
-                       " written without a mask on them")
-                failed += 1
-            masked = apply_masks(image, [face.points for face in faces if face.placed], args.mask,
-                                 feather=args.feather)
-            target = out / f"{stem}.png"
-            try:
-                if not cv2.imwrite(str(target), cv2.cvtColor(masked, cv2.COLOR_RGB2BGR)):
-                    raise OSError("OpenCV could not write the PNG")
-            except (OSError, cv2.error) as exc:
-                _error(f"{path}: cannot write {target} ({exc})")
-                failed += 1
-                continue
-            written += 1
-            if not args.quiet:
-                print(f"{path}: {args.mask} on {len(faces) - len(unplaced)} face(s) -> {target}")
+        written += 1
+        if not args.quiet:
+            print(f"{path}: {args.mask} on {len(faces) - len(unplaced)} face(s) -> {target}")
     if not args.quiet:
-        print(f"{written} image(s) written to {out}, {failed} input(s) skipped")
-    return EXIT_OK if failed == 0 else EXIT_INPUT_SKIPPED
+        print(f"{written} image(s) written to {out}, {skipped.count} input(s) skipped")
+    return EXIT_OK if skipped.count == 0 else EXIT_INPUT_SKIPPED
 
 
 __all__ = ["add_parser", "run"]
