@@ -153,6 +153,21 @@ class SkipCount:
         self.count = count
 
 
+def checked_inputs(args: argparse.Namespace) -> tuple[list[Path], Path, SkipCount] | None:
+    """The input images of ``args.inputs`` and the output folder ``args.out``, checked: ``(paths, out, skipped)``
+    with the inputs that do not exist or are not images named on stderr and counted in ``skipped``; ``None`` (after
+    naming the problem) when the output folder cannot be used."""
+    paths, errors = expand_inputs(args.inputs)
+    out = Path(args.out)
+    problem = check_output_folder(out, args.inputs, paths)
+    if problem:
+        _error(problem)
+        return None
+    for message in errors:
+        _error(message)
+    return paths, out, SkipCount(len(errors))
+
+
 def landmarked_images(predictor, paths: Sequence[Path], skipped: SkipCount):
     """Read, detect and landmark ``paths`` in chunks of :data:`CHUNK` images (bounded memory for large folders).
 
@@ -210,17 +225,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if spec.kind == "cnn" and args.checkpoint is None and isinstance(exc, FileNotFoundError) else "")
         _error(f"cannot load the {args.method} landmarker: {exc}{hint}")
         return EXIT_MODEL
-    paths, errors = expand_inputs(args.inputs)
-    out = Path(args.out)
-    problem = check_output_folder(out, args.inputs, paths)
-    if problem:
-        _error(problem)
+    inputs = checked_inputs(args)
+    if inputs is None:
         return EXIT_USAGE
-    for message in errors:
-        _error(message)
+    paths, out, skipped = inputs
     landmarker = predictor.landmarker
     model_name = str(getattr(landmarker, "source", None) or getattr(landmarker, "model_path", None) or spec.kind)
-    skipped = SkipCount(len(errors))
     written = 0
     for path, image, stem, faces in landmarked_images(predictor, paths, skipped):
         unplaced = [i for i, face in enumerate(faces) if not face.placed]

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from flmlib.cli import (EXIT_INPUT_SKIPPED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, MAX_UPSAMPLE, SkipCount, _codes_text,
-                        _error, _wrap, check_output_folder, checkpoint_path, expand_inputs, landmarked_images,
-                        method_ids)
+from flmlib.cli import (EXIT_INPUT_SKIPPED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, MAX_UPSAMPLE, _codes_text, _error,
+                        _wrap, checked_inputs, checkpoint_path, landmarked_images, method_ids)
 from flmlib.masks import DEFAULT_FEATHER, MASKS, list_masks
 
 
@@ -126,15 +124,10 @@ def run(args: argparse.Namespace) -> int:
     predictor, code = _load_predictor(args)
     if predictor is None:
         return code
-    paths, errors = expand_inputs(args.inputs)
-    out = Path(args.out)
-    problem = check_output_folder(out, args.inputs, paths)
-    if problem:
-        _error(problem)
+    inputs = checked_inputs(args)
+    if inputs is None:
         return EXIT_USAGE
-    for message in errors:
-        _error(message)
-    skipped = SkipCount(len(errors))
+    paths, out, skipped = inputs
     written = 0
     for path, image, stem, faces in landmarked_images(predictor, paths, skipped):
         unplaced = [i for i, face in enumerate(faces) if not face.placed]

@@ -226,6 +226,21 @@ def resolve_landmarker(method, checkpoint: str | Path | None = None):
     return getattr(method, "landmarker", method)
 
 
+def detector_of(source, detector=None, upsample: int | None = None):
+    """The face detector and its upsampling for a tracker: the ones given, else those of ``source`` (a
+    :class:`flmlib.predictor.Predictor` carries both), else dlib's HOG detector at ``prepare.upsample`` of
+    params.yaml (as the study's results use)."""
+    if detector is None:
+        detector = getattr(source, "detector", None) or detect_faces
+    if upsample is None:
+        upsample = getattr(source, "upsample", None)
+    if upsample is None:
+        from flmlib.predictor import default_upsample
+
+        upsample = default_upsample()
+    return detector, upsample
+
+
 def track_landmarks(frames: Iterable[np.ndarray], landmarker, detector: Callable | None = None,
                     upsample: int | None = None, fps: float = FALLBACK_FPS, timestamps: Sequence[float] | None = None,
                     min_cutoff: float = DEFAULT_MIN_CUTOFF, beta: float = DEFAULT_BETA,
@@ -242,14 +257,7 @@ def track_landmarks(frames: Iterable[np.ndarray], landmarker, detector: Callable
         min_cutoff, beta, d_cutoff, smooth: One-Euro parameters (:class:`FaceTracker`).
         tracker_options: ``min_iou``, ``max_bridge``, ``box_history`` of :class:`FaceTracker`.
     """
-    if detector is None:
-        detector = getattr(landmarker, "detector", None) or detect_faces
-    if upsample is None:
-        upsample = getattr(landmarker, "upsample", None)
-    if upsample is None:
-        from flmlib.predictor import default_upsample
-
-        upsample = default_upsample()
+    detector, upsample = detector_of(landmarker, detector, upsample)
     tracker = FaceTracker(resolve_landmarker(landmarker), detector, upsample, min_cutoff, beta, d_cutoff, smooth,
                           fps, **tracker_options)
     results = []
@@ -408,14 +416,7 @@ def process_video(in_path: str | Path, out_path: str | Path, method=None, mask: 
         params = {**DEFAULT_SMOOTHING, **(smoothing or {})}
         smooth = bool(params.pop("smooth", True))
         landmarker = resolve_landmarker(method, checkpoint)
-        if detector is None:
-            detector = getattr(method, "detector", None) or detect_faces
-        if upsample is None:
-            upsample = getattr(method, "upsample", None)
-        if upsample is None:
-            from flmlib.predictor import default_upsample
-
-            upsample = default_upsample()
+        detector, upsample = detector_of(method, detector, upsample)
         tracker = FaceTracker(landmarker, detector, upsample, smooth=smooth, fps=fps, **params, **tracker_options)
         writer, codec = open_writer(out_path, fps, (width, height))
     except BaseException:
