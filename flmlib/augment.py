@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -149,13 +150,32 @@ def warp(crops: torch.Tensor, matrices: torch.Tensor, out_size: int) -> torch.Te
     return F.grid_sample(crops.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def points_to_box_units(points: torch.Tensor, matrices: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Crop-pixel landmarks ``(n, 68, 2)`` -> virtual-box units ``(n, 68, 2) float32``, renumbered where flipped."""
+def _mirror_of(mirror, n_points: int, device) -> torch.Tensor:
+    """The flip permutation as a tensor: ``mirror`` (a point scheme's ``(P,)`` indices) or the 68-point one."""
+    if mirror is None:
+        mirror = _MIRROR
+    if not isinstance(mirror, torch.Tensor):
+        mirror = torch.from_numpy(np.array(mirror, dtype=np.int64))  # a copy: scheme tables are read-only arrays
+    if mirror.shape != (n_points,):
+        raise ValueError(f"the flip permutation has {tuple(mirror.shape)} entries for {n_points} points")
+    return mirror.to(device)
+
+
+def points_to_box_units(points: torch.Tensor, matrices: torch.Tensor, flip: torch.Tensor,
+                        mirror: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+    """Crop-pixel landmarks ``(n, P, 2)`` -> virtual-box units ``(n, P, 2) float32``, renumbered where flipped
+    (``mirror``: the point scheme's flip permutation, default the 68-point one)."""
     inv = torch.linalg.inv(matrices[:, :, :2])
     units = (points.to(torch.float64) - matrices[:, None, :, 2].to(points.device)) @ inv.transpose(1, 2).to(points.device)
-    mirror = _MIRROR.to(points.device)
-    units = torch.where(flip.to(points.device)[:, None, None], units[:, mirror], units)
+    perm = _mirror_of(mirror, points.shape[1], points.device)
+    units = torch.where(flip.to(points.device)[:, None, None], units[:, perm], units)
     return units.to(torch.float32)
+
+
+def flip_valid(valid: torch.Tensor, flip: torch.Tensor, mirror: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+    """Renumber ``(n, P)`` bool point-validity masks of the flipped faces, exactly as their points are renumbered."""
+    perm = _mirror_of(mirror, valid.shape[1], valid.device)
+    return torch.where(flip.to(valid.device)[:, None], valid[:, perm], valid)
 
 
 def photometric(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
@@ -173,21 +193,31 @@ def augment(
     generator: torch.Generator | None = None,
     out_size: int = 48,
     context_factor: float = 2.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    *,
+    mirror: np.ndarray | torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Augment (or, with ``config=None``, just cut the central box of) a batch of context crops.
 
     Args:
         crops: ``(n, 3, S, S)`` uint8/float RGB context crops.
-        points: ``(n, 68, 2)`` landmarks in 0-based pixels of the crop.
+        points: ``(n, P, 2)`` landmarks in 0-based pixels of the crop (P = 68 unless ``mirror`` says otherwise).
         config: strengths; ``None`` (evaluation) gives exactly the central box.
         generator: CPU generator for the draws (required when ``config`` is given).
+        mirror: the point scheme's ``(P,)`` flip permutation (:class:`flmlib.point_schemes.PointScheme`); default
+            the 68-point one.
+        valid: optional ``(n, P)`` bool mask of annotated points; it is renumbered with the points under a flip.
     Returns:
-        images ``(n, 3, out_size, out_size) float32`` 0..255 and targets ``(n, 68, 2) float32`` in box units of the
-        virtual box, both on the crops' device.
+        images ``(n, 3, out_size, out_size) float32`` 0..255 and targets ``(n, P, 2) float32`` in box units of the
+        virtual box, both on the crops' device; with ``valid`` given, also the ``(n, P)`` mask of the targets.
+        (Missing points may hold any finite placeholder: they are transformed like the others and then ignored.)
     """
     n, size = crops.shape[0], crops.shape[-1]
-    if points.shape != (n, 68, 2):
-        raise ValueError(f"points must be ({n}, 68, 2) crop pixels, got {tuple(points.shape)}")
+    n_points = 68 if mirror is None else len(mirror)
+    if points.shape != (n, n_points, 2):
+        raise ValueError(f"points must be ({n}, {n_points}, 2) crop pixels, got {tuple(points.shape)}")
+    if valid is not None and tuple(valid.shape) != (n, n_points):
+        raise ValueError(f"valid must be ({n}, {n_points}) bool, got {tuple(valid.shape)}")
     if config is None:
         params = identity_params(n)
     else:
@@ -199,7 +229,10 @@ def augment(
     images = warp(crops, matrices, out_size)
     if config is not None and (config.brightness > 0 or config.contrast > 0):
         images = photometric(images, params["brightness"], params["contrast"])
-    return images, points_to_box_units(points.to(crops.device), matrices, params["flip"])
+    targets = points_to_box_units(points.to(crops.device), matrices, params["flip"], mirror)
+    if valid is None:
+        return images, targets
+    return images, targets, flip_valid(valid.to(crops.device), params["flip"], mirror)
 
 
 def central_box(crops: torch.Tensor, out_size: int = 48, context_factor: float = 2.0) -> torch.Tensor:

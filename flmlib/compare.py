@@ -25,7 +25,7 @@ from tqdm import tqdm
 from flmlib.dataset import group_order, in_test_set, yaw_bins
 from flmlib.io import read_image
 from flmlib.metrics import (GROUP_COLUMN, NORMALISED_ERRORS, all_errors, metrics_dict, region_errors, regions_frame,
-                            threshold_key)
+                            threshold_key, valid_counts)
 from flmlib.paths import project_path
 from flmlib.prepare import load_arrays, load_split
 
@@ -138,14 +138,18 @@ def error_table(test_set: str, split: Mapping[str, np.ndarray], predictions: Map
     """Tidy per-face errors: one row per (face, method), columns ``test_set, method, face_id, person, group`` and
     every :data:`flmlib.metrics.NORMALISED_ERRORS` (dimensionless; each column names its normaliser).
 
-    A face a method could not place (NaN points) gets error inf for that method (a failure); ``person`` comes from
+    With a ``valid`` mask in the split, each error runs over the face's annotated points and ``n_points`` says how
+    many. A face a method could not place (NaN points) gets error inf for that method (a failure); ``person`` comes from
     the split (bootstrap intervals resample persons, not frames); ``group`` is the breakdown label or empty.
     """
     frames = []
+    valid = split.get("valid")  # a test set with unannotated points: errors over each face's annotated ones
     for method, pred in predictions.items():
-        errors = all_errors(pred, split["landmarks_image"], split["boxes"], nonfinite="fail")
+        errors = all_errors(pred, split["landmarks_image"], split["boxes"], nonfinite="fail", valid=valid)
         frame = pd.DataFrame({"test_set": test_set, "method": method, "face_id": split["face_id"],
                               GROUP_COLUMN: split["person"], "group": "" if groups is None else groups})
+        if valid is not None:
+            frame["n_points"] = valid_counts(valid, len(valid))
         for name in NORMALISED_ERRORS:
             frame[name] = errors[name]
         frames.append(frame)

@@ -144,8 +144,10 @@ class Recipe(_Section):
     epochs: int = Field(ge=1)
     optimizer: Literal["sgd", "adamw"]
     lr: float = Field(gt=0)
-    schedule: Literal["step", "onecycle", "cosine"]
+    schedule: Literal["step", "onecycle", "cosine", "plateau"]
     lr_steps: str = ""
+    plateau_factor: float = Field(0.1, gt=0, lt=1)   # schedule plateau: lr x factor after patience epochs without
+    plateau_patience: int = Field(5, ge=0)           #   a lower validation loss (PyTorch's ReduceLROnPlateau)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     loss: Literal["mse", "wing", "smooth_l1"]
@@ -204,6 +206,9 @@ class Model(_Section):
     init: str = ""
     seed: int | None = None  # overrides train.seed (repeat runs of one entry with other seeds)
     repeat_of: str | None = None  # this entry is <id> trained again with another seed (seed table, not leaderboard)
+    # source -> 68-point regions (jaw, brows, nose, eyes, mouth) treated as unannotated for that source's faces
+    ignore_points: dict[Literal["300w", "youtube"], list[Literal["jaw", "brows", "nose", "eyes", "mouth"]]] = {}
+    ablation_of: str | None = None  # this entry is <id> trained with one change (ablation table, not leaderboard)
     description: str = ""
     trained_on: str = ""
     caveats: tuple[str, ...] = ()
@@ -225,6 +230,37 @@ class Method(_Section):
         if self.points not in POINT_SCHEMES:
             raise ValueError(f"points={self.points!r}; choose one of {list(POINT_SCHEMES)}")
         return self
+
+
+class PartialLabels(_Section):
+    """The partial-annotation experiment (``partial_labels`` stage): the Kaggle facial-keypoints setting rebuilt on
+    this study's hand-annotated 300-W faces. Every training face keeps the 15 Kaggle keypoints taken from its 68;
+    ``reduced_share`` of them (seeded) keep only the 4 points the Kaggle set usually has. One network is trained the
+    same way under each strategy and tested on the fully annotated faces of ``test_set``."""
+    architecture: str = "onet"
+    architecture_kwargs: dict[str, Any] = {}
+    recipe: str = "fast"
+    epochs: int = Field(0, ge=0)          # > 0 overrides the recipe's epochs (and train.epochs)
+    reduced_share: float = Field(0.7, ge=0, lt=1)
+    seed: int = 0
+    test_set: str = "test_300w_common"
+    strategies: list[Literal["drop_incomplete", "fill_previous", "two_models", "masked_loss"]] = [
+        "drop_incomplete", "fill_previous", "two_models", "masked_loss"]
+
+
+class Video(_Section):
+    """``flm video`` smoothing (One-Euro filter) and the video stage (stability on synthetic clips, throughput)."""
+    method: str = "onet"                  # the landmarker the video stage measures
+    min_cutoff: float = Field(1.0, gt=0)  # One-Euro: cutoff at rest, Hz (lower: steadier, more lag)
+    beta: float = Field(0.15, ge=0)       # One-Euro: cutoff growth with speed (higher: less lag when moving)
+    d_cutoff: float = Field(2.0, gt=0)    # One-Euro: cutoff of the speed estimate, Hz
+    test_set: str = "test_300w_common"    # still faces the synthetic clips are made from
+    clips: int = Field(4, ge=1)
+    frames: int = Field(90, ge=12)
+    width: int = Field(640, ge=64)
+    height: int = Field(480, ge=64)
+    noise: float = Field(2.0, ge=0)       # camera-like pixel noise per frame, grey levels (sd)
+    max_lag_frames: float = Field(1.0, ge=0)  # the stated bound: smoothing may add at most this much lag
 
 
 class Compare(_Section):
@@ -254,6 +290,8 @@ class Study(_Section):
     reference: str
     compare: Compare
     report: Report
+    partial_labels: PartialLabels = PartialLabels()
+    video: Video = Video()
 
     @model_validator(mode="after")
     def _check(self):
@@ -271,6 +309,21 @@ class Study(_Section):
             if model.train_data not in known:
                 raise ValueError(f"models.{model_id}.train_data: {model.train_data!r} is not one of {known} (add the"
                                  " size to crops.sizes)")
+        for model_id, model in self.models.items():
+            if model.ablation_of is not None and (model.ablation_of not in self.models or model.repeat_of):
+                raise ValueError(f"models.{model_id}.ablation_of: {model.ablation_of!r} is not another model entry "
+                                 "(and an ablation is not a seed repeat)")
+        if self.partial_labels.recipe not in self.train.recipes:
+            raise ValueError(f"partial_labels.recipe: {self.partial_labels.recipe!r} is not one of train.recipes")
+        # The two optional sections are checked against the study when params.yaml gives them.
+        if "video" in self.model_fields_set and self.video.method not in self.method_ids:
+            raise ValueError(f"video.method: {self.video.method!r} is not one of the methods {self.method_ids}")
+        for section in ("partial_labels", "video"):
+            if section not in self.model_fields_set:
+                continue
+            test_set = getattr(self, section).test_set
+            if test_set not in self.test_sets:
+                raise ValueError(f"{section}.test_set: {test_set!r} is not one of the test sets {sorted(self.test_sets)}")
         for model_id, model in self.models.items():
             if model.repeat_of is None:
                 continue
@@ -297,8 +350,18 @@ class Study(_Section):
 
     @property
     def leaderboard_ids(self) -> list[str]:
-        """The compared methods without the seed repeats of a model (those go to the seed table)."""
-        return [m for m in self.method_ids if m not in self.models or self.models[m].repeat_of is None]
+        """The compared methods without the seed repeats of a model (those go to the seed table) and its ablations
+        (the ablation table)."""
+        return [m for m in self.method_ids if m not in self.models
+                or (self.models[m].repeat_of is None and self.models[m].ablation_of is None)]
+
+    def ablations(self) -> dict[str, list[str]]:
+        """Model id -> the entries that train it with one change (``ablation_of``)."""
+        out: dict[str, list[str]] = {}
+        for model_id, model in self.models.items():
+            if model.ablation_of is not None:
+                out.setdefault(model.ablation_of, []).append(model_id)
+        return out
 
     def repeats(self) -> dict[str, list[str]]:
         """Model id -> its runs with other seeds (itself first), for the models that have repeats."""
@@ -352,8 +415,10 @@ def parse_config(raw: dict, source: str = "params") -> Study:
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{_location(e)}: {e['msg']} (got {e.get('input')!r})" if e["type"] != "missing"
-                 else f"{_location(e)}: missing" for e in exc.errors()]
+        # A whole-study check (empty location) has the whole file as its input: its message says what is wrong.
+        lines = [f"{_location(e)}: missing" if e["type"] == "missing"
+                 else f"{_location(e)}: {e['msg']}" if not e["loc"]
+                 else f"{_location(e)}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
 
 

@@ -12,6 +12,10 @@ by a length in pixels). The normaliser is part of every error's name, so no numb
   42-47);
 * ``nme_gtbox``: the same mean distance divided by ``sqrt(w*h)`` of the tight box around the gt points.
 
+Faces with missing annotations pass ``valid``, an ``(N, 68)`` bool mask of annotated points: the mean (or RMSE) is
+then taken over each face's valid points only (:func:`valid_counts` gives how many), and a face without any valid
+point raises. :func:`nme_scheme` does the same for landmarks in any :mod:`flmlib.point_schemes` scheme.
+
 A NaN/inf prediction raises a ``ValueError`` naming the faces, unless ``nonfinite="fail"`` asks to score such faces
 as failures (error ``inf``: above every threshold, AUC contribution 0, ``mean`` becomes inf).
 
@@ -45,16 +49,21 @@ INNER_POINTS = np.arange(17, N_POINTS)
 
 
 # --------------------------------------------------------------------------------------------------- validation
-def _check_points(pred: np.ndarray, gt: np.ndarray, nonfinite: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate ``pred``/``gt`` and return them as float64 plus an ``(N,)`` mask of faces with a non-finite pred."""
+def _check_points(pred: np.ndarray, gt: np.ndarray, nonfinite: str, n_points: int = N_POINTS,
+                  valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate ``pred``/``gt`` and return them as float64 plus an ``(N,)`` mask of faces with a non-finite pred.
+
+    Coordinates of points that ``valid`` marks missing are not checked (they may hold NaN)."""
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite={nonfinite!r}; expected one of {NONFINITE_POLICIES}")
     pred = np.asarray(pred, np.float64)
     gt = np.asarray(gt, np.float64)
-    if gt.ndim != 3 or gt.shape[1:] != (N_POINTS, 2):
-        raise ValueError(f"gt has shape {gt.shape}; expected (N, {N_POINTS}, 2) image pixels")
+    if gt.ndim != 3 or gt.shape[1:] != (n_points, 2):
+        raise ValueError(f"gt has shape {gt.shape}; expected (N, {n_points}, 2) image pixels")
     if pred.shape != gt.shape:
-        raise ValueError(f"pred has shape {pred.shape} but gt has shape {gt.shape}; expected the same (N, 68, 2)")
+        raise ValueError(f"pred has shape {pred.shape} but gt has shape {gt.shape}; expected the same (N, {n_points}, 2)")
+    if valid is not None:
+        gt = np.where(valid[..., None], gt, 0.0)
     if not np.isfinite(gt).all():
         bad = np.flatnonzero(~np.isfinite(gt).all(axis=(1, 2)))
         raise ValueError(f"gt has NaN/inf coordinates in {bad.size} of {len(gt)} faces (indices {_index_list(bad)})")
@@ -66,6 +75,41 @@ def _check_points(pred: np.ndarray, gt: np.ndarray, nonfinite: str) -> tuple[np.
             "fix the predictor or pass nonfinite='fail' to count those faces as failures (error = inf)"
         )
     return pred, gt, broken
+
+
+def _check_valid(valid, n_faces: int, n_points: int = N_POINTS) -> np.ndarray | None:
+    """``(N, P)`` bool validity mask (None passes through); every face needs at least one valid point."""
+    if valid is None:
+        return None
+    valid = np.asarray(valid)
+    if valid.dtype != bool or valid.shape != (n_faces, n_points):
+        raise ValueError(f"valid is {valid.dtype} {valid.shape}; expected a ({n_faces}, {n_points}) bool mask")
+    empty = ~valid.any(axis=1)
+    if empty.any():
+        bad = np.flatnonzero(empty)
+        raise ValueError(f"{bad.size} face(s) have no valid point to score (indices {_index_list(bad)})")
+    return valid
+
+
+def valid_counts(valid: np.ndarray | None, n_faces: int, n_points: int = N_POINTS) -> np.ndarray:
+    """``(N,)`` int: how many points of each face an error was computed over (all of them without a mask)."""
+    if valid is None:
+        return np.full(n_faces, n_points, np.int64)
+    return _check_valid(valid, n_faces, n_points).sum(axis=1)
+
+
+def _mean_points(values: np.ndarray, valid: np.ndarray | None, points: np.ndarray | None = None) -> np.ndarray:
+    """Mean of ``(N, P)`` per-point values over ``points`` (default all) and, with a mask, its valid points only."""
+    if points is not None:
+        values = values[:, points]
+        valid = None if valid is None else valid[:, points]
+    if valid is None:
+        return values.mean(axis=-1)
+    count = valid.sum(axis=-1)
+    if (count == 0).any():
+        bad = np.flatnonzero(count == 0)
+        raise ValueError(f"{bad.size} face(s) have no valid point among the scored ones (indices {_index_list(bad)})")
+    return np.where(valid, values, 0.0).sum(axis=-1) / count
 
 
 def _index_list(indices: np.ndarray, limit: int = 20) -> str:
@@ -154,64 +198,94 @@ def point_distances(pred: np.ndarray, gt: np.ndarray, *, nonfinite: str = "raise
     return dist
 
 
-def rmse_box(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray | None = None, *, nonfinite: str = "raise") -> np.ndarray:
+def rmse_box(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray | None = None, *, nonfinite: str = "raise",
+             valid: np.ndarray | None = None) -> np.ndarray:
     """RMSE over the 68 points divided by ``sqrt(w*h)`` of the detection box (the original study's metric).
 
     Args:
         pred, gt: ``(N, 68, 2)`` image pixels.
         boxes: ``(N, 4)`` detection boxes ``(x0, y0, x1, y1)``, pixel edges (required).
         nonfinite: ``"raise"`` (default) on a NaN/inf prediction, or ``"fail"`` to give that face error inf.
+        valid: optional ``(N, 68)`` bool mask: the mean runs over each face's valid points only.
     Returns:
         ``(N,)`` float64, ``sqrt(mean_k |p_k - g_k|^2) / sqrt(w*h)``.
     """
-    pred, gt, broken = _check_points(pred, gt, nonfinite)
+    valid = _check_valid(valid, len(np.asarray(gt)))
+    pred, gt, broken = _check_points(pred, gt, nonfinite, valid=valid)
     norm = detection_box_size(gt, boxes)
     with np.errstate(invalid="ignore"):
-        rmse = np.sqrt(((pred - gt) ** 2).sum(axis=-1).mean(axis=-1))
+        rmse = np.sqrt(_mean_points(((pred - gt) ** 2).sum(axis=-1), valid))
     return _normalise(rmse, norm, broken, "box")
 
 
-def _nme(pred, gt, boxes, nonfinite: str, normaliser: str, points: np.ndarray | None = None) -> np.ndarray:
-    pred, gt, broken = _check_points(pred, gt, nonfinite)
+def _nme(pred, gt, boxes, nonfinite: str, normaliser: str, points: np.ndarray | None = None,
+         valid: np.ndarray | None = None) -> np.ndarray:
+    valid = _check_valid(valid, len(np.asarray(gt)))
+    pred, gt, broken = _check_points(pred, gt, nonfinite, valid=valid)
     norm = NORMALISERS[normaliser](gt, boxes)
     with np.errstate(invalid="ignore"):
-        dist = np.linalg.norm(pred - gt, axis=-1)
-        mean_dist = (dist if points is None else dist[:, points]).mean(axis=-1)
+        mean_dist = _mean_points(np.linalg.norm(pred - gt, axis=-1), valid, points)
     return _normalise(mean_dist, norm, broken, normaliser)
 
 
-def nme_interocular(pred, gt, boxes=None, *, nonfinite: str = "raise") -> np.ndarray:
+def nme_scheme(pred, gt, scheme, valid=None, *, nonfinite: str = "raise") -> np.ndarray:
+    """Inter-ocular NME of landmarks in any point scheme: mean distance over each face's valid points divided by the
+    distance of the scheme's outer eye corners in ``gt`` (which must be valid).
+
+    Args:
+        pred, gt: ``(N, P, 2)`` image pixels in ``scheme`` (a :class:`flmlib.point_schemes.PointScheme` or its name).
+        valid: optional ``(N, P)`` bool mask of annotated points (default: all).
+    Returns:
+        ``(N,)`` float64; :func:`valid_counts` gives the number of points behind each value.
+    """
+    from flmlib.point_schemes import get_scheme
+
+    scheme = get_scheme(scheme)
+    valid = _check_valid(valid, len(np.asarray(gt)), scheme.n_points)
+    pred, gt, broken = _check_points(pred, gt, nonfinite, scheme.n_points, valid)
+    right, left = scheme.outer_eye_corners
+    if valid is not None and not (valid[:, right] & valid[:, left]).all():
+        bad = np.flatnonzero(~(valid[:, right] & valid[:, left]))
+        raise ValueError(f"{bad.size} face(s) lack an outer eye corner, the normaliser's end points "
+                         f"(indices {_index_list(bad)})")
+    norm = np.linalg.norm(gt[:, right] - gt[:, left], axis=-1)
+    with np.errstate(invalid="ignore"):
+        mean_dist = _mean_points(np.linalg.norm(pred - gt, axis=-1), valid)
+    return _normalise(mean_dist, norm, broken, "interocular")
+
+
+def nme_interocular(pred, gt, boxes=None, *, nonfinite: str = "raise", valid=None) -> np.ndarray:
     """Mean point-to-point distance / distance of gt points 36 and 45 (outer eye corners).
 
     ``pred``, ``gt``: ``(N, 68, 2)`` image pixels; ``boxes`` is ignored. Returns ``(N,)`` float64.
     """
-    return _nme(pred, gt, boxes, nonfinite, "interocular")
+    return _nme(pred, gt, boxes, nonfinite, "interocular", valid=valid)
 
 
-def nme_interpupil(pred, gt, boxes=None, *, nonfinite: str = "raise") -> np.ndarray:
+def nme_interpupil(pred, gt, boxes=None, *, nonfinite: str = "raise", valid=None) -> np.ndarray:
     """Mean point-to-point distance / distance of the gt eye centres (means of 36-41 and 42-47).
 
     ``pred``, ``gt``: ``(N, 68, 2)`` image pixels; ``boxes`` is ignored. Returns ``(N,)`` float64.
     """
-    return _nme(pred, gt, boxes, nonfinite, "interpupil")
+    return _nme(pred, gt, boxes, nonfinite, "interpupil", valid=valid)
 
 
-def nme_gtbox(pred, gt, boxes=None, *, nonfinite: str = "raise") -> np.ndarray:
+def nme_gtbox(pred, gt, boxes=None, *, nonfinite: str = "raise", valid=None) -> np.ndarray:
     """Mean point-to-point distance / ``sqrt(w*h)`` of the tight box around the gt points.
 
     ``pred``, ``gt``: ``(N, 68, 2)`` image pixels; ``boxes`` is ignored. Returns ``(N,)`` float64.
     """
-    return _nme(pred, gt, boxes, nonfinite, "gtbox")
+    return _nme(pred, gt, boxes, nonfinite, "gtbox", valid=valid)
 
 
-def nme_interocular_inner(pred, gt, boxes=None, *, nonfinite: str = "raise") -> np.ndarray:
+def nme_interocular_inner(pred, gt, boxes=None, *, nonfinite: str = "raise", valid=None) -> np.ndarray:
     """Mean distance over the 51 inner-face points (17-67: brows, nose, eyes, mouth; the jaw left out) / distance of
     gt points 36 and 45. The jaw is where label conventions differ (a mesh's face oval, AFLW2000-3D's 3D outline,
     YouTube's labels), so this error compares methods on the points whose definition they share.
 
     ``pred``, ``gt``: ``(N, 68, 2)`` image pixels; ``boxes`` is ignored. Returns ``(N,)`` float64.
     """
-    return _nme(pred, gt, boxes, nonfinite, "interocular", INNER_POINTS)
+    return _nme(pred, gt, boxes, nonfinite, "interocular", INNER_POINTS, valid)
 
 
 NORMALISED_ERRORS: dict[str, Callable[..., np.ndarray]] = {
@@ -221,7 +295,8 @@ NORMALISED_ERRORS: dict[str, Callable[..., np.ndarray]] = {
     "nme_interpupil": nme_interpupil,
     "nme_gtbox": nme_gtbox,
 }
-"""Error name -> ``f(pred, gt, boxes=None, *, nonfinite="raise") -> (N,)``. The first entry is the primary metric."""
+"""Error name -> ``f(pred, gt, boxes=None, *, nonfinite="raise", valid=None) -> (N,)``. The first entry is the
+primary metric."""
 
 PRIMARY_ERROR = "rmse_box"
 
@@ -243,12 +318,14 @@ NORMALISER_LABELS: dict[str, str] = {
 """Human-readable names of the :data:`NORMALISERS` keys (e.g. for per-region error axes)."""
 
 
-def all_errors(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray, *, nonfinite: str = "raise") -> dict[str, np.ndarray]:
+def all_errors(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray, *, nonfinite: str = "raise",
+               valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every error of :data:`NORMALISED_ERRORS` for the same faces: name -> ``(N,)`` float64.
 
-    ``pred``, ``gt``: ``(N, 68, 2)`` image pixels; ``boxes``: ``(N, 4)`` detection boxes (pixel edges).
+    ``pred``, ``gt``: ``(N, 68, 2)`` image pixels; ``boxes``: ``(N, 4)`` detection boxes (pixel edges); ``valid``:
+    optional ``(N, 68)`` bool mask of annotated points.
     """
-    return {name: fn(pred, gt, boxes, nonfinite=nonfinite) for name, fn in NORMALISED_ERRORS.items()}
+    return {name: fn(pred, gt, boxes, nonfinite=nonfinite, valid=valid) for name, fn in NORMALISED_ERRORS.items()}
 
 
 def region_errors(

@@ -89,6 +89,8 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     norm = config.get("normalisation") or {}
     if norm:  # the model file's own input statistics (files before this key existed used the defaults)
         norm = {"pixel_mean": norm["mean"], "pixel_scale": norm["scale"]}
+    if "n_points" in config and "n_points" not in config.get("model_kwargs", {}):
+        norm["n_points"] = int(config["n_points"])  # a model trained on another point scheme than the 68 points
     try:
         model = build_model(config["model"], **{**config.get("model_kwargs", {}), **norm})
     except (TypeError, ValueError) as exc:

@@ -18,6 +18,14 @@ Schemes in :data:`SCHEMES`:
   lid); left eye 68-75 (68 inner corner, 72 outer corner); outer lip 76-87 (76 and 82 the corners); inner lip 88-95
   (88 and 92 the corners); pupils 96 (right) and 97 (left).
 
+* ``kaggle15``: the 15 keypoints of Kaggle's facial-keypoints challenge, in its column order: 0 left eye centre,
+  1 right eye centre, 2/3 left eye inner/outer corner, 4/5 right eye inner/outer corner, 6/7 left brow inner/outer
+  end, 8/9 right brow inner/outer end, 10 nose tip, 11/12 mouth left/right corner, 13 top lip centre, 14 bottom lip
+  centre ("left" is the subject's left, as here). :mod:`flmlib.kaggle_keypoints` reads the Kaggle CSV and takes
+  the 15 from the 68 points.
+* ``kaggle4``: the 4 of them that most Kaggle faces keep (0 left eye centre, 1 right eye centre, 2 nose tip,
+  3 bottom lip centre). It has no eye corners: its inter-ocular normaliser is the eye-centre distance.
+
 The WFLW mirror pairs below agree pair for pair with the flip pairs of mmpose's WFLW dataset description
 (open-mmlab/mmpose, ``configs/_base_/datasets/wflw.py``). The 98 -> 68 map is the one used across the field
 (e.g. the ``WFLW_98_TO_DLIB_68`` tables in several public face-alignment repositories): every second jaw point, the
@@ -139,8 +147,22 @@ WFLW98 = PointScheme(
     to_ibug68=_wflw98_to_ibug68(),
 )
 
+KAGGLE15 = PointScheme(
+    name="kaggle15",
+    n_points=15,
+    mirror=_permutation_from_pairs(15, [(0, 1), (2, 4), (3, 5), (6, 8), (7, 9), (11, 12)]),
+    outer_eye_corners=(5, 3),
+)
+
+KAGGLE4 = PointScheme(
+    name="kaggle4",
+    n_points=4,
+    mirror=_permutation_from_pairs(4, [(0, 1)]),
+    outer_eye_corners=(1, 0),  # eye centres: the scheme has no eye corners
+)
+
 #: Scheme name -> :class:`PointScheme`.
-SCHEMES: dict[str, PointScheme] = {scheme.name: scheme for scheme in (IBUG68, WFLW98)}
+SCHEMES: dict[str, PointScheme] = {scheme.name: scheme for scheme in (IBUG68, WFLW98, KAGGLE15, KAGGLE4)}
 
 
 def get_scheme(name: str | PointScheme) -> PointScheme:

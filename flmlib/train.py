@@ -11,6 +11,12 @@ never a test set) and
   history) so a killed run continues where it stopped and ends with the weights an uninterrupted run would have;
 * writes the final weights together with the configuration that made them (:func:`save_model`).
 
+The point scheme travels with the data: a split may hold another scheme than the 68 iBUG points (its
+``point_scheme``, e.g. WFLW's 98 points or the Kaggle 15), and the network, the flip permutation and the inter-ocular
+normaliser follow it. Faces with missing points carry a ``valid`` mask; the loss and the validation errors then use
+the annotated points only, and ``ignore_points`` masks whole regions of a source on purpose (a label convention
+that should not be learnt).
+
 On the CPU a run is deterministic for a given config, seed and thread count.
 """
 from __future__ import annotations
@@ -21,6 +27,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -31,14 +38,16 @@ import torch
 from flmlib.augment import AugmentConfig, augment
 from flmlib.crops import box_units_to_image, crop_to_box_units
 from flmlib.device import resolve_device
-from flmlib.metrics import nme_interocular, rmse_box
+from flmlib.landmarks68 import REGIONS
+from flmlib.metrics import nme_interocular, nme_scheme, rmse_box
 from flmlib.losses import build_loss
 from flmlib.models import build_model, init_mean_shape
+from flmlib.point_schemes import IBUG68, PointScheme, get_scheme
 
 #: Data sources, selected by the prefix of ``face_id`` in the prepared files.
 SOURCE_PREFIXES = {"300w": "300w/", "youtube": "youtube-faces/"}
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "onecycle", "cosine")
+SCHEDULES = ("step", "onecycle", "cosine", "plateau")
 PRECISIONS = ("fp32", "bf16")
 CHECKPOINT_NAME = "last.pt"
 
@@ -80,8 +89,12 @@ class TrainConfig:
 
     ``optimizer`` is ``sgd`` (momentum, PyTorch's weight decay) or ``adamw``. ``schedule``: ``step`` (lr from
     ``lr``, then the ``lr_steps`` epochs), ``onecycle`` (warm-up to peak ``lr`` over a quarter of the run, cosine
-    down to ``lr / 1e4``, per batch) or ``cosine`` (one epoch of linear warm-up, then cosine to 0, per batch). ``loss`` is a name from
-    :mod:`flmlib.losses` with ``loss_params`` as keywords. ``threads`` 0 means all cores available to this process.
+    down to ``lr / 1e4``, per batch), ``cosine`` (one epoch of linear warm-up, then cosine to 0, per batch) or
+    ``plateau`` (PyTorch's ReduceLROnPlateau on the validation loss: lr times ``plateau_factor`` after
+    ``plateau_patience`` epochs without improvement). ``loss`` is a name from :mod:`flmlib.losses` with
+    ``loss_params`` as keywords. ``ignore_points`` maps a source (``300w``, ``youtube``) to region names of
+    :data:`flmlib.landmarks68.REGIONS` whose points are treated as missing for that source's faces (68-point data).
+    ``threads`` 0 means all cores available to this process.
     """
 
     epochs: int = 40
@@ -89,6 +102,8 @@ class TrainConfig:
     lr: float = 3e-3
     schedule: str = "onecycle"
     lr_steps: str = ""
+    plateau_factor: float = 0.1
+    plateau_patience: int = 5
     momentum: float = 0.9
     weight_decay: float = 1e-4
     loss: str = "mse"
@@ -101,6 +116,7 @@ class TrainConfig:
     batch_size: int = 64
     use_300w: bool = True
     use_youtube: bool = True
+    ignore_points: dict = field(default_factory=dict)
     augment: bool = True
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -123,6 +139,15 @@ class TrainConfig:
         if not (self.lr > 0):
             raise ValueError(f"lr={self.lr!r} must be > 0")
         parse_lr_steps(self.lr_steps)
+        if not (0 < self.plateau_factor < 1 and isinstance(self.plateau_patience, int) and self.plateau_patience >= 0):
+            raise ValueError(f"plateau_factor={self.plateau_factor!r} must be in (0, 1) and plateau_patience="
+                             f"{self.plateau_patience!r} an integer >= 0")
+        for source, regions in self.ignore_points.items():
+            if source not in SOURCE_PREFIXES:
+                raise ValueError(f"ignore_points: unknown source {source!r}; known: {sorted(SOURCE_PREFIXES)}")
+            unknown = [r for r in regions if r not in REGIONS]
+            if unknown or isinstance(regions, str):
+                raise ValueError(f"ignore_points.{source}: {regions!r} must list regions of {sorted(REGIONS)}")
         if not (self.use_300w or self.use_youtube):
             raise ValueError("use_300w and use_youtube are both false: there is nothing to train on")
         build_loss(self.loss, **self.loss_params)
@@ -161,6 +186,7 @@ def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainCo
                        init_mean_shape=shared.init_mean_shape,
                        precision=shared.precision, batch_size=shared.batch_size, use_300w=shared.use_300w,
                        use_youtube=shared.use_youtube, augment=shared.augment,
+                       ignore_points={k: list(v) for k, v in model.ignore_points.items()},
                        seed=shared.seed if model.seed is None else model.seed,
                        device=shared.device, threads=shared.threads)
 
@@ -172,9 +198,10 @@ def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainCo
 class Split:
     """One prepared split in memory.
 
-    ``crops`` ``(N, 3, S, S) uint8`` RGB context crops; ``points`` ``(N, 68, 2) float32`` crop pixels;
-    ``landmarks_image`` ``(N, 68, 2) float32`` and ``boxes`` ``(N, 4) float32`` in image pixels; ``face_id`` ``(N,)``
-    str; ``crop_size`` S and ``context_factor`` of the crops.
+    ``crops`` ``(N, 3, S, S) uint8`` RGB context crops; ``points`` ``(N, P, 2) float32`` crop pixels;
+    ``landmarks_image`` ``(N, P, 2) float32`` and ``boxes`` ``(N, 4) float32`` in image pixels; ``face_id`` ``(N,)``
+    str; ``crop_size`` S and ``context_factor`` of the crops; ``valid`` ``(N, P) bool`` annotated points (missing
+    ones hold a finite placeholder); ``scheme`` the point scheme (P points).
     """
 
     crops: torch.Tensor
@@ -184,6 +211,28 @@ class Split:
     face_id: np.ndarray
     crop_size: int
     context_factor: float
+    valid: torch.Tensor | None = None
+    scheme: PointScheme = IBUG68
+
+    def __post_init__(self):
+        if self.valid is None:
+            self.valid = torch.ones(self.points.shape[:2], dtype=torch.bool)
+
+    @property
+    def complete(self) -> bool:
+        """True when every point of every face is annotated (the unmasked, original training path applies)."""
+        return bool(self.valid.all())
+
+    def ignore(self, ignore_points: dict) -> None:
+        """Mark the points of the named regions missing for the faces of each source (``{"youtube": ["jaw"]}``)."""
+        if ignore_points and self.scheme.name != IBUG68.name:
+            raise ValueError(f"ignore_points names 68-point regions, but the data is in scheme {self.scheme.name!r}")
+        sources = self.source_of()
+        for source, regions in ignore_points.items():
+            rows = torch.from_numpy(sources == source)
+            for region in regions:
+                cols = torch.from_numpy(np.array(REGIONS[region], dtype=np.int64))
+                self.valid[rows[:, None] & torch.isin(torch.arange(self.valid.shape[1]), cols)[None]] = False
 
     def __len__(self) -> int:
         return len(self.face_id)
@@ -197,6 +246,9 @@ class Split:
 
 
 REQUIRED_KEYS = ("crops", "landmarks", "landmarks_image", "boxes", "face_id", "crop_size", "context_factor")
+#: Optional arrays of a split: ``valid`` ``(N, P) bool`` (absent: every point annotated) and ``point_scheme`` (a
+#: scalar string naming a :mod:`flmlib.point_schemes` scheme; absent: ``ibug68``).
+OPTIONAL_KEYS = ("valid", "point_scheme")
 
 
 def load_training_split(path: str | Path, sources: list[str]) -> Split:
@@ -217,28 +269,47 @@ def load_training_split(path: str | Path, sources: list[str]) -> Split:
         missing = [k for k in REQUIRED_KEYS if k not in data.files]
         if missing:
             raise ValueError(f"{path}: missing arrays {missing} (has {data.files})")
-        arrays = {k: data[k] for k in REQUIRED_KEYS}
+        arrays = {k: data[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in data.files}
     crops, landmarks = arrays["crops"], arrays["landmarks"]
     n, size = len(arrays["face_id"]), int(arrays["crop_size"])
+    try:
+        scheme = get_scheme(str(arrays.get("point_scheme", IBUG68.name)))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    p = scheme.n_points
     if crops.shape != (n, size, size, 3) or crops.dtype != np.uint8:
         raise ValueError(f"{path}: crops are {crops.dtype} {crops.shape}, expected uint8 ({n}, {size}, {size}, 3)")
-    for key, shape in (("landmarks", (n, 68, 2)), ("landmarks_image", (n, 68, 2)), ("boxes", (n, 4))):
+    for key, shape in (("landmarks", (n, p, 2)), ("landmarks_image", (n, p, 2)), ("boxes", (n, 4))):
         if arrays[key].shape != shape:
-            raise ValueError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
+            raise ValueError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape} ({scheme.name})")
+    valid = arrays.get("valid", np.ones((n, p), bool))
+    if valid.shape != (n, p) or valid.dtype != bool:
+        raise ValueError(f"{path}: valid is {valid.dtype} {valid.shape}, expected bool ({n}, {p})")
+    if not np.isfinite(np.where(valid[..., None], landmarks, 0)).all():
+        raise ValueError(f"{path}: annotated (valid) landmarks hold NaN/inf")
     face_id = arrays["face_id"].astype(str)
     keep = np.zeros(n, bool)
     for name in sources:
         keep |= np.char.startswith(face_id, SOURCE_PREFIXES[name])
     if not keep.any():
         raise ValueError(f"{path}: no face from sources {sources} (face_id prefixes {[SOURCE_PREFIXES[s] for s in sources]})")
+    # Missing points get a finite placeholder (the face's valid mean) so that warps and losses never see NaN.
+    placeholder = np.where(valid[..., None], landmarks, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a face without any valid point: its mean is NaN -> 0
+        centre = np.nan_to_num(np.nanmean(placeholder, axis=1, keepdims=True))
+    landmarks = np.where(valid[..., None], landmarks, centre)
+    image_points = np.where(valid[..., None], arrays["landmarks_image"], 0)
     return Split(
         crops=torch.from_numpy(np.ascontiguousarray(crops[keep].transpose(0, 3, 1, 2))),
         points=torch.from_numpy(landmarks[keep].astype(np.float32)),
-        landmarks_image=arrays["landmarks_image"][keep].astype(np.float32),
+        landmarks_image=image_points[keep].astype(np.float32),
         boxes=arrays["boxes"][keep].astype(np.float32),
         face_id=face_id[keep],
         crop_size=size,
         context_factor=float(arrays["context_factor"]),
+        valid=torch.from_numpy(valid[keep].copy()),
+        scheme=scheme,
     )
 
 
@@ -270,7 +341,8 @@ def fingerprint(config: TrainConfig, paths: list[Path]) -> str:
     cfg.pop("device"), cfg.pop("threads")
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     here = Path(__file__).resolve().parent
-    code = ("train.py", "augment.py", "models.py", "losses.py", "landmarks68.py", "crops.py", "metrics.py")
+    code = ("train.py", "augment.py", "models.py", "losses.py", "landmarks68.py", "crops.py", "metrics.py",
+            "point_schemes.py")
     nets = sorted((here / "nets").glob("*.py")) + sorted((here / "pretrained").glob("*.py"))
     for p in [*paths, *(here / m for m in code), *nets]:
         with open(p, "rb") as f:
@@ -286,7 +358,11 @@ def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
-    """A per-batch scheduler (``.step()`` after every optimizer step) for ``config.schedule``."""
+    """The scheduler of ``config.schedule``: per batch (``.step()`` after every optimizer step), except ``plateau``,
+    which steps once per epoch on the validation loss (``.step(val_loss)``)."""
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
+                                                          patience=config.plateau_patience)
     total = config.epochs * steps_per_epoch
     if config.schedule in ("onecycle", "cosine"):
         # onecycle: warm up linearly from lr/25 over the first quarter, then cosine down to lr/1e4 (Smith's
@@ -334,20 +410,28 @@ class Evaluator:
 
     def __init__(self, split: Split, loss_fn, out_size: int):
         self.images, self.targets = augment(split.crops, split.points, None, out_size=out_size,
-                                            context_factor=split.context_factor)
+                                            context_factor=split.context_factor, mirror=split.scheme.mirror)
         self.split, self.loss_fn = split, loss_fn
         self.sources = split.source_of()
+        # Fully annotated 68-point data takes the plain path (bit for bit what it always computed).
+        self.valid = None if split.complete else split.valid
+        self.valid_np = None if self.valid is None else self.valid.numpy()
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         pred = predict(model, self.images)
-        loss = float(self.loss_fn(pred, self.targets))
+        loss = float(self.loss_fn(pred, self.targets, self.valid))
         pred_image = box_units_to_image(pred.numpy(), self.split.boxes)
-        nme = nme_interocular(pred_image, self.split.landmarks_image)
+        gt, is_68 = self.split.landmarks_image, self.split.scheme.name == IBUG68.name
+        if is_68:
+            nme = nme_interocular(pred_image, gt, valid=self.valid_np)
+        else:
+            nme = nme_scheme(pred_image, gt, self.split.scheme, self.valid_np)
         row = {"val/loss": loss, "val/nme_interocular": float(nme.mean())}
         for name in SOURCE_PREFIXES:
             if (self.sources == name).any():
                 row[f"val/nme_interocular_{name}"] = float(nme[self.sources == name].mean())
-        row["val/rmse_box"] = float(rmse_box(pred_image, self.split.landmarks_image, self.split.boxes).mean())
+        if is_68:
+            row["val/rmse_box"] = float(rmse_box(pred_image, gt, self.split.boxes, valid=self.valid_np).mean())
         return row
 
 
@@ -388,6 +472,7 @@ def model_config(config: TrainConfig, split: Split, model: torch.nn.Module) -> d
         "context_factor": float(split.context_factor),
         "input_region": "the face box, resampled to input_size x input_size (box edges at pixel edges)",
         "n_points": int(model.n_points),
+        "point_scheme": getattr(split, "scheme", IBUG68).name,  # any object with crop_size and context_factor
         "output": f"(B, {model.n_outputs}) = {model.n_points} x (x, y) in box units: 0 and 1 at the face box's edges",
         "init": config.init or "random",
         "train": {**config.as_dict(), "augmentation": config.augmentation.as_dict()},
@@ -443,9 +528,18 @@ def train(
     train_split, val_split = load_training_split(train_path, sources), load_training_split(val_path, sources)
     if (train_split.crop_size, train_split.context_factor) != (val_split.crop_size, val_split.context_factor):
         raise ValueError(f"{train_path} and {val_path} have different crop_size/context_factor")
+    if train_split.scheme.name != val_split.scheme.name:
+        raise ValueError(f"{train_path} ({train_split.scheme.name}) and {val_path} ({val_split.scheme.name}) hold "
+                         "different point schemes")
+    scheme = train_split.scheme
+    train_split.ignore(config.ignore_points)
+    val_split.ignore(config.ignore_points)
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model, **config.model_params)
+    net_kwargs = dict(config.model_params)
+    if scheme.n_points != IBUG68.n_points:
+        net_kwargs.setdefault("n_points", scheme.n_points)
+    model = build_model(config.model, **net_kwargs)
     if config.init:
         from flmlib.pretrained import apply_init
 
@@ -453,7 +547,15 @@ def train(
         if progress:
             print(f"initialised from {config.init}: {print_init}")
     if config.init_mean_shape:
-        mean = crop_to_box_units(train_split.points.numpy(), train_split.crop_size, train_split.context_factor).mean(0)
+        units = crop_to_box_units(train_split.points.numpy(), train_split.crop_size, train_split.context_factor)
+        if train_split.complete:
+            mean = units.mean(0)
+        else:  # each point's mean over the faces that annotate it
+            valid = train_split.valid.numpy()[..., None]
+            if not valid.any(axis=0).all():
+                raise ValueError(f"{train_path}: some points are annotated on no training face: "
+                                 f"{np.flatnonzero(~valid.any(axis=0)[:, 0]).tolist()}")
+            mean = np.where(valid, units, 0).sum(0) / valid.sum(0)
         init_mean_shape(model, torch.as_tensor(mean, dtype=torch.float32))
     model = model.to(device)
     out_size = model.input_size
@@ -501,6 +603,9 @@ def train(
             _log_row(live, row)
 
     crops, points = train_split.crops.to(device), train_split.points.to(device)
+    # Fully annotated data takes the unmasked path, exactly as before masks existed.
+    valid = None if train_split.complete else train_split.valid.to(device)
+    plateau = config.schedule == "plateau"
     bar = tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="epochs", disable=not progress,
                mininterval=1.0)
     for epoch in bar:
@@ -510,18 +615,30 @@ def train(
         total, count = 0.0, 0
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
-            images, targets = augment(crops[idx], points[idx], aug, aug_gen, out_size, train_split.context_factor)
+            if valid is None:
+                images, targets = augment(crops[idx], points[idx], aug, aug_gen, out_size, train_split.context_factor,
+                                          mirror=scheme.mirror)
+                batch_valid = None
+            else:
+                images, targets, batch_valid = augment(crops[idx], points[idx], aug, aug_gen, out_size,
+                                                       train_split.context_factor, mirror=scheme.mirror,
+                                                       valid=valid[idx])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 pred = model(images)
-            loss = loss_fn(pred.float(), targets.reshape(len(idx), -1))
+            loss = loss_fn(pred.float(), targets.reshape(len(idx), -1), batch_valid)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if not plateau:
+                scheduler.step()
             total += loss.item() * len(idx)
             count += len(idx)
-        row = {"epoch": epoch + 1, "train/loss": total / count, **evaluate(model),
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+        scores = evaluate(model)
+        lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
+        if plateau:
+            scheduler.step(scores["val/loss"])
+        row = {"epoch": epoch + 1, "train/loss": total / count, **scores, "lr": lr,
+               "seconds": time.perf_counter() - epoch_start}
         history.append(row)
         _save_atomic(
             {

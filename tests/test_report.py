@@ -106,6 +106,8 @@ methods:
   mesh: {kind: mediapipe_mesh, points: mapped, caveats: ["Mapped points."]}
 reference: dlib
 report: {headline_test_set: aflw-test, examples: 2, worst: 2, seed: 0}
+partial_labels: {test_set: helen-test}
+video: {method: onet, test_set: helen-test}
 """
 
 

@@ -83,7 +83,7 @@ def test_to_ibug68_maps_points_and_validity_mask():
 
 
 def test_unknown_scheme_lists_known_names():
-    with pytest.raises(ValueError, match="ibug68, wflw98"):
+    with pytest.raises(ValueError, match="ibug68, kaggle15, kaggle4, wflw98"):
         get_scheme("helen194")
 
 

@@ -1,0 +1,143 @@
+"""Run the out-of-date stages of the DVC pipeline a few at a time, recording each one in ``dvc.lock`` as it ends.
+
+``dvc repro`` runs one stage after another. On a 2-core laptop that leaves a core idle for most of the study: each
+training runs on one thread (the fastest setting for these small networks, see params.yaml ``train.threads``), and
+the train and predict stages of different models do not depend on each other. This runner walks the same DAG,
+starts every stage whose upstream stages are done, up to ``--jobs`` at once, and after each successful command
+records it with ``dvc commit -f <stage>`` (what ``dvc repro`` records: the hashes of its dependencies and outputs).
+
+* Stages named by ``--alone`` (default: ``speed``, whose timings a neighbour would disturb) run with nothing beside
+  them.
+* Before a stage runs, its outputs are removed as ``dvc repro`` removes them (``persist`` outputs stay, so a killed
+  training resumes from its checkpoint).
+* A failed stage stops everything downstream of it; the others go on. The exit status is non-zero when any failed.
+  Each stage's output goes to ``<log-dir>/<stage>.log``.
+
+Afterwards ``dvc status`` is clean for every stage that ran, and a plain ``dvc repro`` has nothing left to do.
+
+    python -m flmlib.parallel_repro --jobs 2            # every stale stage
+    python -m flmlib.parallel_repro --jobs 2 --skip report   # all but the report
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_ALONE = ("speed",)
+
+
+def _stage_name(stage) -> str:
+    return stage.addressing
+
+
+def stale_stages(repo, skip: tuple[str, ...] = ()) -> tuple[list, dict]:
+    """The pipeline stages that ``dvc repro`` would run, upstream first, and each one's stale upstream stages.
+
+    A stage is stale when its own entries changed or any stage upstream of it is stale. Stages whose name (or
+    ``foreach`` group, the part before ``@``) is in ``skip`` are left out, and so is everything downstream of them.
+    """
+    import networkx as nx
+
+    graph = repo.index.graph  # edges: stage -> the stages it depends on
+    order = [s for s in reversed(list(nx.topological_sort(graph))) if s.cmd]
+    stale: dict = {}
+    for stage in order:
+        name = _stage_name(stage)
+        upstream = [u for u in graph.successors(stage) if u in stale]
+        skipped = name in skip or name.split("@")[0] in skip
+        if skipped or any(stale[u] is None for u in upstream):
+            stale[stage] = None  # skipped, or below a skipped stage
+            continue
+        if upstream or stage.changed():
+            stale[stage] = upstream
+    runnable = [s for s in order if stale.get(s) is not None]
+    return runnable, {s: stale[s] for s in runnable}
+
+
+def _commit(stage_name: str, log) -> bool:
+    """``dvc commit -f <stage>``, retried while another dvc process holds the repository lock."""
+    for attempt in range(10):
+        done = subprocess.run([sys.executable, "-m", "dvc", "commit", "-f", "-q", stage_name], stdout=log,
+                              stderr=subprocess.STDOUT)
+        if done.returncode == 0:
+            return True
+        time.sleep(3 * (attempt + 1))
+    return False
+
+
+def run(jobs: int = 2, alone: tuple[str, ...] = DEFAULT_ALONE, skip: tuple[str, ...] = (),
+        log_dir: str | Path = "reports/logs/repro", dry: bool = False) -> int:
+    """Run the stale stages, ``jobs`` at a time; returns the number of stages that failed (or could not run)."""
+    from dvc.repo import Repo
+
+    repo = Repo(".")
+    with repo.lock:  # held only while reading; each `dvc commit` below takes it in turn
+        stages, upstream = stale_stages(repo, tuple(skip))
+    names = [_stage_name(s) for s in stages]
+    print(f"{len(stages)} stage(s) to run, {jobs} at a time: {', '.join(names) or 'none'}", flush=True)
+    if dry or not stages:
+        return 0
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pending, running, done, failed = list(stages), {}, set(), set()
+    started_all = time.perf_counter()
+
+    def is_alone(stage) -> bool:
+        return _stage_name(stage) in alone or _stage_name(stage).split("@")[0] in alone
+
+    while pending or running:
+        for stage in [s for s in pending if any(u in failed for u in upstream[s])]:
+            pending.remove(stage)
+            failed.add(stage)
+            print(f"  skipped {_stage_name(stage)}: an upstream stage failed", flush=True)
+        ready = [s for s in pending if all(u in done for u in upstream[s])]
+        for stage in ready:
+            exclusive_running = any(is_alone(s) for s in running)
+            if len(running) >= jobs or exclusive_running or (is_alone(stage) and running):
+                break
+            pending.remove(stage)
+            name = _stage_name(stage)
+            with repo.lock:
+                stage.remove_outs(ignore_remove=False, force=False)
+            log = open(log_dir / f"{name.replace('/', '_')}.log", "w")
+            process = subprocess.Popen(stage.cmd, shell=True, cwd=stage.wdir, stdout=log, stderr=subprocess.STDOUT,
+                                       executable="/bin/bash")
+            running[stage] = (process, log, time.perf_counter())
+            print(f"  started {name}", flush=True)
+        time.sleep(1.0)
+        for stage, (process, log, started) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[stage]
+            name, minutes = _stage_name(stage), (time.perf_counter() - started) / 60
+            if process.returncode == 0 and _commit(name, log):
+                done.add(stage)
+                print(f"  done    {name} ({minutes:.1f} min; {len(done)}/{len(stages)})", flush=True)
+            else:
+                failed.add(stage)
+                print(f"  FAILED  {name} (exit {process.returncode}; log {log.name})", flush=True)
+            log.close()
+    print(f"{len(done)} stage(s) done, {len(failed)} failed, in {(time.perf_counter() - started_all) / 60:.1f} min",
+          flush=True)
+    return len(failed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", "-j", type=int, default=2, help="stages at once (default 2)")
+    parser.add_argument("--alone", nargs="*", default=list(DEFAULT_ALONE),
+                        help="stages (or foreach groups) that run with nothing beside them (default: speed)")
+    parser.add_argument("--skip", nargs="*", default=[], help="stages (or groups) to leave out, with their downstream")
+    parser.add_argument("--log-dir", default="reports/logs/repro", help="one log file per stage")
+    parser.add_argument("--dry", action="store_true", help="list the stages that would run")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: must be at least 1")
+    sys.exit(1 if run(args.jobs, tuple(args.alone), tuple(args.skip), args.log_dir, args.dry) else 0)
+
+
+if __name__ == "__main__":
+    main()
