@@ -24,7 +24,8 @@ def test_committed_notebook_has_no_outputs_and_one_parameters_cell(path):
 
 def test_every_stage_notebook_exists():
     names = {p.name for p in NOTEBOOKS}
-    assert names >= {"01-prepare.ipynb", "02-train.ipynb", "03-predict.ipynb", "04-compare.ipynb", "05-report.ipynb"}
+    assert names >= {"01-prepare.ipynb", "02-train.ipynb", "03-predict.ipynb", "04-compare.ipynb", "05-report.ipynb",
+                     "06-partial-labels.ipynb"}
 
 
 def test_notebook_defaults_write_under_scratch_only():
@@ -33,7 +34,8 @@ def test_notebook_defaults_write_under_scratch_only():
     import ast
 
     inputs = {"params_path", "train_path", "val_path", "prepared_dir", "readme_path", "predictions_dir",
-              "errors_path", "regions_path", "detail_path", "timings_dir", "speed_path"}
+              "errors_path", "regions_path", "detail_path", "timings_dir", "speed_path", "partial_labels_path",
+              "video_path"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))

@@ -50,12 +50,21 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
          predictions_dir=str(reports / "pred"), errors_path=str(reports / "errors.csv"),
          regions_path=str(reports / "regions.csv"), metrics_path=str(reports / "metrics.json"),
          detail_path=str(reports / "detail.json"), ced_dir=str(reports / "ced"), timing_path=str(reports / "t_cmp.json"))
+    # the experiments' stages on the same tiny data: partial labels (1 epoch) and video stability (1 short clip)
+    _run("06-partial-labels.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), work_dir=str(tmp_path / "pl"),
+         results_path=str(reports / "partial_labels.json"), errors_path=str(reports / "pl_errors.csv"),
+         figure_path=str(reports / "pl.png"), epochs=1, limit=0)
+    from flmlib.video_stage import main as video_stage
+
+    video_stage(["--params", p, "--prepared", str(prepared), "--out", str(reports / "video.json"), "--frames", "12",
+                 "--clips", "1"])
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nTail\n")
     _run("05-report.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"),
          errors_path=str(reports / "errors.csv"), regions_path=str(reports / "regions.csv"),
          detail_path=str(reports / "detail.json"), timings_dir=str(reports / "timings"), figures_dir=str(reports / "fig"),
          speed_path=str(reports / "speed.json"), readme_path=str(readme),
+         partial_labels_path=str(reports / "partial_labels.json"), video_path=str(reports / "video.json"),
          update_readme=True, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")
@@ -77,6 +86,9 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     assert text.startswith("# Title") and text.endswith("Tail\n") and "\nold\n" not in text
     assert "### test_aflw2000_lmbox" in text and "| all | fixed |" in text and "A fixed shape" in text
     assert "**Answer on `test_aflw2000_lmbox`**" in text and "Stage wall times" in text
+    assert "### Learning from partly annotated faces" in text and "| masked_loss |" in text
+    assert "### Landmarks on video" in text and "frames/s with detection" in text
+    assert json.loads((reports / "partial_labels.json").read_text())["test_set"] == "test_300w_common"
 
     # The rendered report: no code on the reader's pages, every image embedded, nothing fetched from the network.
     import re
