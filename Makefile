@@ -5,6 +5,9 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Pipeline stages run side by side by `make repro` (flmlib.parallel_repro): trainings use one thread each, so two
+# fill a 2-core laptop. `make repro JOBS=1` runs one at a time.
+JOBS ?= 2
 STAMP  := $(VENV)/.installed
 
 include mk/mediapipe.mk
@@ -52,6 +55,7 @@ data: $(STAMP)
 repro: data $(MP_STAMP) $(WEIGHT_FILES)
 	@$(BIN)/dvc status --quiet data.dvc || { echo "data/ differs from data.dvc (see \`dvc status data.dvc\`):" \
 		"restore it with \`dvc checkout data.dvc\`, or \`dvc add data\` if the change is meant"; exit 1; }
+	$(BIN)/python -m flmlib.parallel_repro --jobs $(JOBS)
 	$(BIN)/dvc repro
 
 # The full zoo (zoo.yaml): every source's network at its own input size and recipe, for a machine with a GPU (hours on

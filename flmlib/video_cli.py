@@ -34,11 +34,23 @@ def _codes_text() -> str:
     return "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in VIDEO_EXIT_CODES.items())
 
 
+def smoothing_defaults() -> dict[str, float]:
+    """One-Euro parameters: params.yaml's ``video`` section (what the video stage measured), else the module's."""
+    from flmlib.config import ConfigError, load_config
+
+    try:
+        video = load_config().video
+        return {"min_cutoff": video.min_cutoff, "beta": video.beta, "d_cutoff": video.d_cutoff}
+    except ConfigError:
+        return {"min_cutoff": DEFAULT_MIN_CUTOFF, "beta": DEFAULT_BETA, "d_cutoff": DEFAULT_D_CUTOFF}
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``video`` subcommand to an ``argparse`` subparsers object; returns its parser."""
     from flmlib.video import CODECS
 
     methods = method_ids()
+    smoothing = smoothing_defaults()
     parser = subparsers.add_parser(
         "video", help="landmarks on every frame of a video (tracked, smoothed, drawn or masked)",
         description=textwrap.fill(
@@ -62,13 +74,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="apply this mask of flmlib.masks to the face instead of drawing the points")
     parser.add_argument("--upsample", type=int, default=None,
                         help="HOG detector upsampling (default: prepare.upsample from params.yaml, as in the study)")
-    parser.add_argument("--min-cutoff", type=float, default=DEFAULT_MIN_CUTOFF,
+    parser.add_argument("--min-cutoff", type=float, default=smoothing["min_cutoff"],
                         help="One-Euro cutoff of a still point, Hz: lower is steadier but lags more"
-                             " (default: %(default)s)")
-    parser.add_argument("--beta", type=float, default=DEFAULT_BETA,
+                             " (default: %(default)s, video.min_cutoff of params.yaml)")
+    parser.add_argument("--beta", type=float, default=smoothing["beta"],
                         help="One-Euro speed coefficient, 1/px: the cutoff rises by beta Hz per px/s of speed;"
                              " higher lags less in fast motion (default: %(default)s, for ~60 px between the eyes)")
-    parser.add_argument("--d-cutoff", type=float, default=DEFAULT_D_CUTOFF,
+    parser.add_argument("--d-cutoff", type=float, default=smoothing["d_cutoff"],
                         help="One-Euro cutoff of the speed estimate, Hz (default: %(default)s)")
     parser.add_argument("--no-smoothing", action="store_true", help="draw the raw landmarks (no One-Euro filter)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only (no progress bar, no summary)")

@@ -44,10 +44,33 @@ def test_the_study_params_load_whole():
     ("reference", "sift", r"reference: 'sift' is not one of the methods"),
     ("train.recipes.fast.lr", 0, r"train\.recipes\.fast\.lr"),
     ("compare", None, r"compare: missing"),
+    ("models.onet_youtube_jaw_masked.ignore_points", {"youtube": ["ears"]}, r"ignore_points\.youtube\.0"),
+    ("models.onet_youtube_jaw_masked.ignore_points", {"kaggle": ["jaw"]}, r"ignore_points\.kaggle"),
+    ("models.onet_youtube_jaw_masked.ablation_of", "onet2", r"ablation_of: 'onet2' is not another model entry"),
+    ("partial_labels.test_set", "test_kaggle", r"partial_labels\.test_set: 'test_kaggle' is not one of the test sets"),
+    ("partial_labels.reduced_share", 1.0, r"partial_labels\.reduced_share"),
+    ("partial_labels.recipe", "slow", r"partial_labels\.recipe: 'slow' is not one of train\.recipes"),
+    ("video.method", "openface", r"video\.method: 'openface' is not one of the methods"),
+    ("video.min_cutoff", 0, r"video\.min_cutoff"),
+    ("train.recipes.fast.schedule", "plateau2", r"train\.recipes\.fast\.schedule"),
 ])
 def test_a_bad_value_is_named_by_its_key(path, value, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(_with(path, value), "params.yaml")
+
+
+def test_a_whole_study_error_does_not_dump_the_file():
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("reference", "sift"), "params.yaml")
+    message = str(info.value)
+    assert len(message) < 600 and "'data':" not in message and "youtube_test_share" not in message
+
+
+def test_ablations_and_repeats_stay_off_the_leaderboard():
+    study = load_config()
+    assert study.ablations() == {"onet": ["onet_youtube_jaw_masked"]}
+    assert "onet_youtube_jaw_masked" not in study.leaderboard_ids and "onet_mtcnn_seed1" not in study.leaderboard_ids
+    assert study.models["onet_youtube_jaw_masked"].ignore_points == {"youtube": ["jaw"]}
 
 
 def test_a_model_id_cannot_also_be_a_method():
