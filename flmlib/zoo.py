@@ -13,7 +13,7 @@ import argparse
 import copy
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import yaml
 

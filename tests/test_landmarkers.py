@@ -15,7 +15,6 @@ from flmlib.landmarkers.cnn import CNNLandmarker as ONetLandmarker
 from flmlib.landmarkers.dlib_predictor import DlibShapePredictor, dlib_model_path
 from flmlib.metrics import nme_interocular
 from flmlib.models import build_model
-from flmlib.paths import PROJECT_ROOT, project_path
 from flmlib.train import TrainConfig, model_config, save_model
 
 

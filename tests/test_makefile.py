@@ -42,3 +42,18 @@ def test_repro_checks_the_data_before_running_the_pipeline(tmp_path):
     root = _project_copy(tmp_path)
     out = _dry_run(root, "repro")
     assert out.index("dvc status --quiet data.dvc") < out.index("dvc repro")
+
+
+def test_make_test_lints_first_in_its_own_environment(tmp_path):
+    root = _project_copy(tmp_path)
+    (root / "envs" / "lint.lock").write_text("ruff==0.16.9\n")
+    out = _dry_run(root, "test")
+    assert "-m venv .venv-lint" in out and "-r envs/lint.lock" in out
+    assert out.index("ruff check flmlib tests") < out.index("-m pytest")
+
+
+def test_make_repro_runs_stages_side_by_side_then_dvc_repro(tmp_path):
+    out = _dry_run(_project_copy(tmp_path), "repro")
+    assert "flmlib.parallel_repro --jobs 2" in out and out.index("parallel_repro") < out.index("dvc repro")
+    assert "--jobs 1" in subprocess.run(["make", "-n", "repro", "JOBS=1"], cwd=tmp_path, capture_output=True,
+                                        text=True, check=True).stdout

@@ -1,10 +1,6 @@
 """Committed notebooks are clean, and the prepare notebook runs end to end on a handful of faces."""
-import json
-from pathlib import Path
 
 import nbformat
-import numpy as np
-import papermill as pm
 import pytest
 
 from flmlib.paths import PROJECT_ROOT

@@ -1,6 +1,5 @@
 """The partial-annotation experiment (flmlib.partial_labels) on synthetic prepared splits."""
 import numpy as np
-import pytest
 
 from flmlib import partial_labels as PL
 from flmlib.bench_train import synthetic_arrays

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flmlib import metrics as M
 from flmlib import report as R
 from flmlib.paths import PROJECT_ROOT
 
@@ -114,7 +113,7 @@ video: {method: onet, test_set: helen-test}
 def _study():
     import yaml
 
-    from flmlib.config import load_config, parse_config
+    from flmlib.config import parse_config
 
     base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     return parse_config({**base, **yaml.safe_load(PARAMS)}, "test params")
