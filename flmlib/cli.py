@@ -14,12 +14,12 @@ import json
 import re
 import sys
 import textwrap
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from flmlib.io import DataError
 
 EXIT_OK = 0
 EXIT_INPUT_SKIPPED = 1
@@ -168,39 +168,66 @@ def checked_inputs(args: argparse.Namespace) -> tuple[list[Path], Path, SkipCoun
     return paths, out, SkipCount(len(errors))
 
 
-def landmarked_images(predictor, paths: Sequence[Path], skipped: SkipCount):
-    """Read, detect and landmark ``paths`` in chunks of :data:`CHUNK` images (bounded memory for large folders).
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def landmarked_images(predictor, paths: Sequence[Path], skipped: SkipCount, workers: int | None = None,
+                      progress: bool = False):
+    """Read, detect and landmark ``paths``: reading and detection in ``workers`` processes
+    (:func:`flmlib.image_stream.detected_images`; ``None`` = every core, 0 = in this process), the landmarker over
+    the faces of :data:`CHUNK` images at a time (bounded memory for large folders), in input order.
 
     Yields ``(path, image, stem, faces)`` for every image with at least one face: ``image`` ``(H, W, 3) uint8`` RGB,
     ``stem`` its distinct output name (:func:`output_stems`), ``faces`` the predictor's faces. An unreadable image, a
     chunk the method failed on and an image without a face are named on stderr and counted in ``skipped``.
+    ``progress`` shows a bar with images per second on stderr.
     """
-    from flmlib.io import read_image
+    from tqdm import tqdm
 
-    stems = output_stems(paths)
-    for start in range(0, len(paths), CHUNK):
-        images, names = [], []
-        for path, stem in zip(paths[start : start + CHUNK], stems[start : start + CHUNK]):
-            try:
-                images.append((path, read_image(path)))
-                names.append(stem)
-            except DataError as exc:
-                _error(str(exc))
+    from flmlib.image_stream import detected_images
+    from flmlib.predictor import Face
+
+    stems = dict(zip(paths, output_stems(paths)))
+    stream = detected_images(paths, predictor.detector, predictor.upsample, workers)
+    bar = tqdm(total=len(paths), unit="img", desc="images", disable=not progress, mininterval=0.5)
+    for chunk in _chunks(stream, CHUNK):
+        bar.update(len(chunk))
+        for item in chunk:
+            if item.error is not None:
+                _error(item.error)
                 skipped.count += 1
-        if not images:
+        readable = [item for item in chunk if item.error is None]
+        if not readable:
             continue
         try:
-            results = predictor.predict_many([image for _, image in images])
+            points = predictor.landmarker.predict_batch([i.image for i in readable], [i.boxes for i in readable])
         except (ValueError, RuntimeError) as exc:  # RuntimeError: a method's worker process died or timed out
-            _error(f"landmarking failed for {', '.join(str(p) for p, _ in images)}: {exc}")
-            skipped.count += len(images)
+            _error(f"landmarking failed for {', '.join(str(i.path) for i in readable)}: {exc}")
+            skipped.count += len(readable)
             continue
-        for (path, image), stem, faces in zip(images, names, results):
-            if not faces:
-                _error(f"{path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
+        for item, image_points in zip(readable, points):
+            if len(item.boxes) == 0:
+                _error(f"{item.path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
                 skipped.count += 1
                 continue
-            yield path, image, stem, faces
+            faces = [Face(b, p, predictor.method) for b, p in zip(item.boxes, image_points)]
+            yield item.path, item.image, stems[item.path], faces
+    bar.close()
+
+
+def _workers_text(workers: int | None) -> str:
+    from flmlib.image_stream import default_workers
+
+    n = default_workers() if workers is None else workers
+    return "this process" if n <= 0 else f"{n} process{'es' if n > 1 else ''}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -231,8 +258,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths, out, skipped = inputs
     landmarker = predictor.landmarker
     model_name = str(getattr(landmarker, "source", None) or getattr(landmarker, "model_path", None) or spec.kind)
-    written = 0
-    for path, image, stem, faces in landmarked_images(predictor, paths, skipped):
+    written, started = 0, time.perf_counter()
+    for path, image, stem, faces in landmarked_images(predictor, paths, skipped, args.workers,
+                                                      progress=not args.quiet):
         unplaced = [i for i, face in enumerate(faces) if not face.placed]
         if unplaced:  # written all the same (points null in the JSON), but the run did not fully succeed
             _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)}")
@@ -247,10 +275,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             skipped.count += 1
             continue
         written += 1
-        if not args.quiet:
+        if args.verbose:
             print(f"{path}: {len(faces)} face(s) -> {out / stem}.json, .png")
     if not args.quiet:
-        print(f"{written} image(s) written to {out}, {skipped.count} input(s) skipped")
+        seconds = time.perf_counter() - started
+        print(f"{written} image(s) written to {out}, {skipped.count} input(s) skipped; {len(paths)} image(s) in "
+              f"{seconds:.1f} s, {len(paths) / max(seconds, 1e-9):.1f} images/s (reading and detection in "
+              f"{_workers_text(args.workers)})")
     return EXIT_OK if skipped.count == 0 else EXIT_INPUT_SKIPPED
 
 
@@ -320,7 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="torch device of a trained model: auto, cpu, cuda (default: %(default)s)")
     predict.add_argument("--batch-size", type=int, default=256,
                          help="faces per forward pass of a trained model (default: %(default)s)")
-    predict.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    predict.add_argument("--workers", type=int, default=None,
+                         help="processes that read and detect images while the landmarker runs (default: one per"
+                              " core; 0: all in one process)")
+    predict.add_argument("-q", "--quiet", action="store_true", help="print errors only (no progress bar, no summary)")
+    predict.add_argument("-v", "--verbose", action="store_true", help="also print one line per image written")
     predict.set_defaults(func=cmd_predict)
 
     from flmlib import mask_cli, video_cli
@@ -352,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if getattr(args, "workers", None) is not None and args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
     if getattr(args, "upsample", None) is not None and not 0 <= args.upsample <= MAX_UPSAMPLE:
         parser.error(f"--upsample must be 0..{MAX_UPSAMPLE} (each step doubles the image side), got {args.upsample}")
     return args.func(args)

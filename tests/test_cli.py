@@ -211,3 +211,25 @@ def test_a_face_the_method_cannot_place_is_reported_not_a_traceback(good_image, 
 def test_checkpoint_is_refused_for_a_method_with_its_own_model(good_image, tmp_path, capsys):
     assert main(["predict", str(good_image), "--method", "dlib", "--checkpoint", "x.pt", "--out", str(tmp_path)]) == 2
     assert "brings its own model" in capsys.readouterr().err
+
+
+def test_a_folder_is_read_and_detected_in_worker_processes_with_the_same_results(data_root, checkpoint, tmp_path,
+                                                                                 capsys):
+    images = sorted((data_root / "300w/helen/testset").glob("*.jpg"))[:4]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "broken.jpg").write_text("not a JPEG")  # named and skipped in a worker as in one process
+    outputs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"out{workers}"
+        code = main(["predict", str(folder), "--method", "onet", "--checkpoint", str(checkpoint), "--out", str(out),
+                     "--workers", workers, "-v"])
+        captured = capsys.readouterr()
+        assert code == EXIT_INPUT_SKIPPED and "broken.jpg" in captured.err
+        assert "images/s" in captured.out and captured.out.count("face(s) ->") == 4
+        outputs[workers] = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert len(outputs["0"]) == 4 and outputs["0"] == outputs["2"]
+    with pytest.raises(SystemExit):
+        main(["predict", str(folder), "--workers", "-1", "--out", str(tmp_path / "x")])
