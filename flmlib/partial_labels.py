@@ -163,7 +163,8 @@ def run(study, prepared_dir: str | Path, work_dir: str | Path, progress: bool = 
         limit: int = 0) -> tuple[pd.DataFrame, dict]:
     """Train every strategy of ``study.partial_labels`` and score it on its test set.
 
-    Writes the derived splits, models and checkpoints under ``work_dir`` (a killed run resumes each training).
+    Writes models and checkpoints under ``work_dir`` (a killed run resumes each training); the derived training
+    splits live there only while their model trains.
     ``limit`` > 0 keeps that many training faces (smoke runs). Returns (per-face errors: ``strategy, face_id,
     person`` and the errors over all 15, the 4 usual and the 11 rare points; the setting's counts).
     """
@@ -188,6 +189,9 @@ def run(study, prepared_dir: str | Path, work_dir: str | Path, progress: bool = 
         if progress:
             print(f"{name}: {len(arrays['face_id'])} training faces", flush=True)
         train(config, train_path, val_path, model_path, work_dir / "checkpoints" / name, progress=progress)
+        # The derived splits are rebuilt identically (seeded) by a resumed run, so they need not stay on disk.
+        train_path.unlink()
+        val_path.unlink()
         return model_path
 
     predictions, train_faces = {}, {}
