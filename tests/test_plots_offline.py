@@ -129,7 +129,7 @@ CED_CSV = "threshold,dlib,onet\n" + "".join(f"{t / 100:.6f},{min(1, t / 5):.6f},
 
 
 def _plot_repo(root):
-    """A DVC repo with a training curve (dvclive layout) and a CED table, declared like the project's plots, and the
+    """A DVC repo with a training curve (dvclive layout) and a CED table, declared like dvc.yaml's plots, and the
     project's plots/ (template and vendored scripts) one level up from the page, as in the project."""
     (root / "dvclive" / "m" / "plots" / "metrics" / "train").mkdir(parents=True)
     (root / "dvclive" / "m" / "plots" / "metrics" / "train" / "loss.tsv").write_text(TRAIN_TSV)
@@ -138,7 +138,8 @@ def _plot_repo(root):
     (root / "dvc.yaml").write_text(
         "plots:\n"
         "  - dvclive/m/plots/metrics:\n      x: step\n"
-        "  - reports/ced:\n      x: threshold\n      y: [dlib, onet]\n")
+        "  - ced_test_a:\n      template: linear\n      x: threshold\n"
+        "      y:\n        reports/ced/test_a.csv: [dlib, onet]\n")
     (root / "plots").symlink_to(PLOTS)
     dvc = [sys.executable, "-m", "dvc"]
     subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=root, check=True, timeout=120)
@@ -157,7 +158,7 @@ def _drawn(page) -> tuple[int, list[str]]:
     assert run.returncode == 0, run.stderr[-2000:]
     dom = run.stdout
     ids = re.findall(r'<div id="([^"]+)"', dom)
-    plot_ids = [i for i in ids if i.startswith(("dvclive_", "reports_"))]
+    plot_ids = [i for i in ids if i.startswith(("dvclive_", "reports_", "ced_"))]
     drawn = []
     for i, plot_id in enumerate(plot_ids):
         start = dom.index(f'<div id="{plot_id}"')
@@ -179,7 +180,7 @@ def test_plain_dvc_plots_show_draws_the_curves_offline(tmp_path):
     page = tmp_path / "dvc_plots" / "index.html"
     assert not [s for s in _scripts(page.read_text(encoding="utf-8")).srcs if "//" in s]
     n_plots, drawn = _drawn(page)
-    assert n_plots == 2 and drawn == ["dvclive_m_plots_metrics_train_loss_tsv", "reports_ced_test_a_csv"], (n_plots, drawn)
+    assert n_plots == 2 and drawn == ["dvclive_m_plots_metrics_train_loss_tsv", "ced_test_a"], (n_plots, drawn)
 
     # Control: DVC's own page (CDN scripts) draws nothing under the same flags, so no network was reached above.
     from dvc_render.html import PAGE_HTML
@@ -188,3 +189,17 @@ def test_plain_dvc_plots_show_draws_the_curves_offline(tmp_path):
     subprocess.run([*dvc, "plots", "show", "--html-template", "cdn.html", "-o", "cdn_plots"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=300)
     assert _drawn(tmp_path / "cdn_plots" / "index.html") == (2, [])
+
+
+def test_dvc_yaml_declares_a_ced_plot_per_test_set_with_every_leaderboard_method():
+    import yaml
+
+    from flmlib.config import load_config
+
+    study = load_config()
+    plots = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["plots"]
+    ced = {name: spec for entry in plots for name, spec in entry.items() if name.startswith("ced_")}
+    assert set(ced) == {f"ced_{ts}" for ts in study.test_sets}
+    for test_set in study.test_sets:
+        spec = ced[f"ced_{test_set}"]
+        assert spec["x"] == "threshold" and spec["y"] == {f"reports/ced/{test_set}.csv": study.leaderboard_ids}
