@@ -157,3 +157,25 @@ def test_plateau_schedule_lowers_the_lr_when_validation_stalls(tmp_path):
     assert lrs[0] == pytest.approx(1e-3) and all(b <= a for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] < lrs[0]  # patience 0: any epoch without a lower val loss halves it
     assert get_scheme("kaggle4").n_points == 4
+
+
+def test_a_98_point_split_trains_a_98_point_network(tmp_path):
+    """WFLW's scheme travels with the data: 196 outputs, WFLW's flip table, its eye corners for the NME."""
+    def to98(path, out):
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        for key in ("landmarks", "landmarks_image"):
+            extra = arrays[key][:, :30] * 0.98 + arrays[key][:, 30:31] * 0.02  # 30 more points near the face
+            arrays[key] = np.concatenate([arrays[key], extra], axis=1).astype(np.float32)
+        np.savez(out, **arrays, point_scheme=np.array("wflw98"))
+        return out
+
+    train = to98(write_synthetic_split(tmp_path / "t68.npz", 32, seed=0), tmp_path / "train.npz")
+    val = to98(write_synthetic_split(tmp_path / "v68.npz", 8, seed=1), tmp_path / "val.npz")
+    split = T.load_training_split(train, ["300w", "youtube"])
+    assert split.scheme.name == "wflw98" and split.points.shape == (32, 98, 2) and split.complete
+    config = T.TrainConfig(epochs=1, batch_size=16, threads=1, device="cpu")
+    result = T.train(config, train, val, tmp_path / "m.pt", tmp_path / "ckpt", progress=False)
+    model, cfg = load_trained(tmp_path / "m.pt")
+    assert model.n_points == 98 and cfg["point_scheme"] == "wflw98" and np.isfinite(result.final["val/nme_interocular"])
+    assert model(torch.zeros(2, 3, 48, 48)).shape == (2, 196)
