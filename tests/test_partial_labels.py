@@ -28,7 +28,7 @@ def test_forward_fill_copies_the_previous_faces_points_in_file_order():
     split = PL.reduce_faces(PL.kaggle_split(_split(40, 0)), 0.7, seed=0)
     filled = PL.fill_previous(split, seed=3)
     assert filled["valid"].all() and np.isfinite(filled["landmarks"]).all()
-    order = np.random.default_rng(3).permutation(len(split["face_id"]))
+    order = np.random.default_rng([3, 1]).permutation(len(split["face_id"]))
     ordered = split["landmarks"][order]
     first_complete = int(np.flatnonzero(np.isfinite(ordered).all(axis=(1, 2)))[0])
     assert len(filled["face_id"]) == len(order) - first_complete  # faces before any full face cannot be filled
@@ -41,6 +41,14 @@ def test_forward_fill_copies_the_previous_faces_points_in_file_order():
     # image coordinates follow the crop coordinates through the face box
     kept = split["valid"][order][first_complete:].all(axis=1)
     assert np.allclose(filled["landmarks_image"][kept], split["landmarks_image"][order][first_complete:][kept], atol=1e-3)
+
+
+def test_forward_fill_with_the_reduction_seed_fills_more_faces_than_it_drops():
+    """The fill order must not be the reduction's draw: that would put every cut face before any complete one."""
+    split = PL.reduce_faces(PL.kaggle_split(_split(400, 0)), 0.7, seed=0)
+    complete = PL.drop_incomplete(split)
+    filled = PL.fill_previous(split, seed=0)
+    assert len(filled["face_id"]) > 0.9 * len(split["face_id"]) > len(complete["face_id"])
 
 
 def test_every_strategy_trains_and_is_scored_with_paired_intervals(tmp_path):
