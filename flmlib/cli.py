@@ -195,31 +195,31 @@ def landmarked_images(predictor, paths: Sequence[Path], skipped: SkipCount, work
     from flmlib.image_stream import detected_images
     from flmlib.predictor import Face
 
-    stems = dict(zip(paths, output_stems(paths)))
-    stream = detected_images(paths, predictor.detector, predictor.upsample, workers)
+    stems = output_stems(paths)  # by position: the same file given twice gets two outputs, as before
+    stream = zip(stems, detected_images(paths, predictor.detector, predictor.upsample, workers))
     bar = tqdm(total=len(paths), unit="img", desc="images", disable=not progress, mininterval=0.5)
     for chunk in _chunks(stream, CHUNK):
         bar.update(len(chunk))
-        for item in chunk:
+        for _, item in chunk:
             if item.error is not None:
                 _error(item.error)
                 skipped.count += 1
-        readable = [item for item in chunk if item.error is None]
+        readable = [(stem, item) for stem, item in chunk if item.error is None]
         if not readable:
             continue
         try:
-            points = predictor.landmarker.predict_batch([i.image for i in readable], [i.boxes for i in readable])
+            points = predictor.landmarker.predict_batch([i.image for _, i in readable], [i.boxes for _, i in readable])
         except (ValueError, RuntimeError) as exc:  # RuntimeError: a method's worker process died or timed out
-            _error(f"landmarking failed for {', '.join(str(i.path) for i in readable)}: {exc}")
+            _error(f"landmarking failed for {', '.join(str(i.path) for _, i in readable)}: {exc}")
             skipped.count += len(readable)
             continue
-        for item, image_points in zip(readable, points):
+        for (stem, item), image_points in zip(readable, points):
             if len(item.boxes) == 0:
                 _error(f"{item.path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
                 skipped.count += 1
                 continue
             faces = [Face(b, p, predictor.method) for b, p in zip(item.boxes, image_points)]
-            yield item.path, item.image, stems[item.path], faces
+            yield item.path, item.image, stem, faces
     bar.close()
 
 

@@ -43,7 +43,10 @@ def _read_and_detect(path: Path, detector: Callable, upsample: int) -> DetectedI
         image = read_image(path)
     except DataError as exc:
         return DetectedImage(path, None, None, str(exc))
-    boxes = np.asarray(detector(image, upsample), np.float32).reshape(-1, 4)
+    try:
+        boxes = np.asarray(detector(image, upsample), np.float32).reshape(-1, 4)
+    except (RuntimeError, ValueError) as exc:  # the detector failed on this image: name it, go on with the others
+        return DetectedImage(path, None, None, f"{path}: face detection failed ({type(exc).__name__}: {exc})")
     return DetectedImage(path, image, boxes)
 
 

@@ -57,6 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="edge softness: blur sigma as a fraction of the face's outer-eye-corner distance"
                              " (0 = hard edge; default: %(default)s)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder, created if needed (required)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes that read and detect images (default: one per core; 0: all in one process)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     parser.set_defaults(func=run)
     return parser
@@ -74,6 +76,8 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
         return "--out DIR is required (the folder the masked images are written to)"
     if args.upsample is not None and not 0 <= args.upsample <= MAX_UPSAMPLE:
         return f"--upsample must be 0..{MAX_UPSAMPLE} (each step doubles the image side), got {args.upsample}"
+    if args.workers is not None and args.workers < 0:
+        return f"--workers must be >= 0, got {args.workers}"
     if not (math.isfinite(args.feather) and args.feather >= 0):
         return f"--feather must be a number >= 0, got {args.feather}"
     return None
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     paths, out, skipped = inputs
     written = 0
-    for path, image, stem, faces in landmarked_images(predictor, paths, skipped):
+    for path, image, stem, faces in landmarked_images(predictor, paths, skipped, args.workers):
         unplaced = [i for i, face in enumerate(faces) if not face.placed]
         if unplaced:  # the other faces still get the mask, but the run did not fully succeed
             _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)};"

@@ -13,7 +13,9 @@ records it with ``dvc commit -f <stage>`` (what ``dvc repro`` records: the hashe
 * A failed stage stops everything downstream of it; the others go on. The exit status is non-zero when any failed.
   Each stage's output goes to ``<log-dir>/<stage>.log``.
 
-Afterwards ``dvc status`` is clean for every stage that ran, and a plain ``dvc repro`` has nothing left to do.
+Afterwards ``dvc status`` is clean for every stage that ran, and a plain ``dvc repro`` has nothing left to do. Unlike
+``dvc repro``, the runner does not look up DVC's run-cache (a stage whose exact inputs ran before is run again), and
+Ctrl-C stops the running stages without recording them.
 
     python -m flmlib.parallel_repro --jobs 2            # every stale stage
     python -m flmlib.parallel_repro --jobs 2 --skip report   # all but the report
@@ -21,6 +23,8 @@ Afterwards ``dvc status`` is clean for every stage that ran, and a plain ``dvc r
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,6 +88,22 @@ def run(jobs: int = 2, alone: tuple[str, ...] = DEFAULT_ALONE, skip: tuple[str, 
     log_dir.mkdir(parents=True, exist_ok=True)
     pending, running, done, failed = list(stages), {}, set(), set()
     started_all = time.perf_counter()
+    try:
+        _schedule(stages, upstream, jobs, alone, repo, log_dir, pending, running, done, failed)
+    finally:  # Ctrl-C or an error here: stop the stages still running (their outputs are not recorded)
+        for process, log, _ in running.values():
+            try:
+                os.killpg(process.pid, signal.SIGTERM)  # the shell and everything it started (papermill, kernel)
+            except ProcessLookupError:
+                pass
+            log.close()
+    print(f"{len(done)} stage(s) done, {len(failed)} failed, in {(time.perf_counter() - started_all) / 60:.1f} min",
+          flush=True)
+    return len(failed)
+
+
+def _schedule(stages, upstream, jobs, alone, repo, log_dir, pending, running, done, failed) -> None:
+    """Start ready stages while slots are free, record finished ones; returns when nothing is left."""
 
     def is_alone(stage) -> bool:
         return _stage_name(stage) in alone or _stage_name(stage).split("@")[0] in alone
@@ -104,7 +124,7 @@ def run(jobs: int = 2, alone: tuple[str, ...] = DEFAULT_ALONE, skip: tuple[str, 
                 stage.remove_outs(ignore_remove=False, force=False)
             log = open(log_dir / f"{name.replace('/', '_')}.log", "w")
             process = subprocess.Popen(stage.cmd, shell=True, cwd=stage.wdir, stdout=log, stderr=subprocess.STDOUT,
-                                       executable="/bin/bash")
+                                       executable="/bin/bash", start_new_session=True)
             running[stage] = (process, log, time.perf_counter())
             print(f"  started {name}", flush=True)
         time.sleep(1.0)
@@ -120,9 +140,6 @@ def run(jobs: int = 2, alone: tuple[str, ...] = DEFAULT_ALONE, skip: tuple[str, 
                 failed.add(stage)
                 print(f"  FAILED  {name} (exit {process.returncode}; log {log.name})", flush=True)
             log.close()
-    print(f"{len(done)} stage(s) done, {len(failed)} failed, in {(time.perf_counter() - started_all) / 60:.1f} min",
-          flush=True)
-    return len(failed)
 
 
 def main(argv: list[str] | None = None) -> None:
