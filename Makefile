@@ -30,7 +30,7 @@ $(shell rm -f $(STAMP) $(MP_STAMP))
 endif
 endif
 
-.PHONY: env mediapipe-env weights data repro zoo test lint lab bench plots plots-vendor report-shots lock clean-env
+.PHONY: env mediapipe-env weights data repro zoo queue test lint lab bench plots plots-vendor report-shots lock clean-env
 
 env: $(STAMP)
 
@@ -65,6 +65,13 @@ repro: data $(MP_STAMP) $(WEIGHT_FILES)
 zoo: data $(MP_STAMP) $(WEIGHT_FILES)
 	$(BIN)/python -m flmlib.zoo zoo.yaml --params params.yaml
 	$(BIN)/dvc exp run --name zoo-full
+
+# DVC's experiment queue: queue runs with `.venv/bin/dvc exp run --queue -S key=value`, then `make queue` starts JOBS
+# workers (each run in its own copy under .dvc/tmp/exps/; envs/python.sh lends it the environments) and returns;
+# `.venv/bin/dvc queue status` follows them and `.venv/bin/dvc exp show` lists their results. The workers call
+# `dvc` by name, so the environment's bin/ goes first on their PATH.
+queue: data $(MP_STAMP) $(WEIGHT_FILES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue start -j $(JOBS)
 
 test: data $(MP_STAMP) $(WEIGHT_FILES) lint
 	$(BIN)/python -m pytest

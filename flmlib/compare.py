@@ -159,11 +159,14 @@ def error_table(test_set: str, split: Mapping[str, np.ndarray], predictions: Map
 def region_table(test_set: str, split: Mapping[str, np.ndarray], predictions: Mapping[str, np.ndarray],
                  normaliser: str = "interocular") -> pd.DataFrame:
     """Tidy per-face, per-region mean error (jaw, brows, nose, eyes, mouth), normalised by ``normaliser``; faces a
-    method could not place are left out of that method's rows."""
+    method could not place are left out of that method's rows. With a ``valid`` mask in the split, a region's error
+    runs over its annotated points, and a face without any in a region has no row for it."""
     frames = []
+    valid = split.get("valid")
     for method, pred in predictions.items():
         placed = np.isfinite(pred).all(axis=(1, 2))
-        regions = region_errors(pred[placed], split["landmarks_image"][placed], normaliser, split["boxes"][placed])
+        regions = region_errors(pred[placed], split["landmarks_image"][placed], normaliser, split["boxes"][placed],
+                                valid=None if valid is None else np.asarray(valid)[placed])
         frames.append(regions_frame({method: regions}, test_set, face_ids=split["face_id"][placed]))
     return pd.concat(frames, ignore_index=True)
 

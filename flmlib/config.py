@@ -195,8 +195,9 @@ class Crops(_Section):
 
 class Model(_Section):
     """A network the study trains: ``architecture`` (a module of :mod:`flmlib.nets`) with ``architecture_kwargs``,
-    trained with ``recipe`` on the context crops in ``train_data`` (``prepared``, or ``crops/<size>`` for a network
-    whose input is larger than prepare's face box), optionally starting from pretrained weights ``init``
+    trained with ``recipe`` on the context crops in ``train_data`` (``prepared``, ``crops/<size>`` for a network
+    whose input is larger than prepare's face box, or ``external/<name>`` for faces a user brings, written by
+    :mod:`flmlib.external_split` in any point scheme), optionally starting from pretrained weights ``init``
     (:mod:`flmlib.pretrained`)."""
 
     architecture: str
@@ -240,7 +241,7 @@ class PartialLabels(_Section):
     architecture: str = "onet"
     architecture_kwargs: dict[str, Any] = {}
     recipe: str = "fast"
-    epochs: int = Field(0, ge=0)          # > 0 overrides the recipe's epochs (and train.epochs)
+    epochs: int = Field(0, ge=0)          # > 0 overrides the recipe's epochs; train.epochs > 0 (smoke runs) wins
     reduced_share: float = Field(0.7, ge=0, lt=1)
     seed: int = 0
     test_set: str = "test_300w_common"
@@ -306,9 +307,10 @@ class Study(_Section):
                 raise ValueError(f"models.{model_id}.recipe: {model.recipe!r} is not one of train.recipes "
                                  f"{sorted(self.train.recipes)}")
             known = ["prepared", *(f"crops/{size}" for size in self.crops.sizes)]
-            if model.train_data not in known:
+            if model.train_data not in known and not re.match(r"^external/[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                                              model.train_data):
                 raise ValueError(f"models.{model_id}.train_data: {model.train_data!r} is not one of {known} (add the"
-                                 " size to crops.sizes)")
+                                 " size to crops.sizes) or external/<name> (python -m flmlib.external_split)")
         for model_id, model in self.models.items():
             if model.ablation_of is not None and (model.ablation_of not in self.models or model.repeat_of):
                 raise ValueError(f"models.{model_id}.ablation_of: {model.ablation_of!r} is not another model entry "
@@ -397,6 +399,8 @@ class Study(_Section):
     def train_crop_size(self, model_id: str) -> int:
         """Side of the context crops ``models.<model_id>`` trains on, pixels."""
         data = self.models[model_id].train_data
+        if data.startswith("external/"):
+            raise ValueError(f"models.{model_id} trains on {data}: its crop size is in that folder's train.npz")
         return self.prepare.crop_size if data == "prepared" else int(data.split("/")[1])
 
     def model_path(self, model_id: str) -> str:
@@ -408,10 +412,29 @@ def _location(error: dict) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(top level)"
 
 
+#: Key names DVC leaves out of its run-cache key (it drops every ``size`` and ``nfiles`` field of a stage's lock
+#: entry, params included): a stage whose only change were such a param would get an earlier run's outputs back.
+DVC_UNHASHED_KEYS = ("size", "nfiles")
+
+
+def _unhashed_keys(node, where: str = "") -> list[str]:
+    if isinstance(node, dict):
+        found = [f"{where}{k}" for k in node if k in DVC_UNHASHED_KEYS]
+        return found + [p for k, v in node.items() for p in _unhashed_keys(v, f"{where}{k}.")]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _unhashed_keys(v, f"{where}{i}.")]
+    return []
+
+
 def parse_config(raw: dict, source: str = "params") -> Study:
     """Validate an already-read params mapping; errors name ``source`` and the key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    unhashed = _unhashed_keys(raw)
+    if unhashed:
+        raise ConfigError(f"{source}: {', '.join(unhashed)}: DVC's run cache ignores keys named "
+                          f"{' or '.join(DVC_UNHASHED_KEYS)}, so a change to them could bring back stale outputs; "
+                          "rename the key")
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:

@@ -19,9 +19,12 @@ point raises. :func:`nme_scheme` does the same for landmarks in any :mod:`flmlib
 A NaN/inf prediction raises a ``ValueError`` naming the faces, unless ``nonfinite="fail"`` asks to score such faces
 as failures (error ``inf``: above every threshold, AUC contribution 0, ``mean`` becomes inf).
 
+With ``valid``, the normalisers use annotated points only: ``gtbox`` is the box around them, and ``interocular``
+(points 36, 45) and ``interpupil`` (36-47) raise, naming the faces, where their points are missing.
+
 Code loops over :data:`NORMALISED_ERRORS` (name -> function) instead of branching on names or point counts.
-Every error function has the signature ``f(pred, gt, boxes=None, *, nonfinite="raise")``; only ``rmse_box`` needs
-``boxes``.
+Every error function has the signature ``f(pred, gt, boxes=None, *, nonfinite="raise", valid=None)``; only
+``rmse_box`` needs ``boxes``.
 
 Aggregates (:func:`ced`, :func:`auc`, :func:`failure_rate`, :func:`summary`) work on ``(N,)`` error arrays. The AUC
 is the exact integral of the CED step function, ``AUC(T) = (1/T) * int_0^T CED(x) dx = mean(max(T - e, 0)) / T``.
@@ -140,7 +143,7 @@ def _check_threshold(threshold: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------------- normalisers
-def detection_box_size(gt: np.ndarray, boxes: np.ndarray | None) -> np.ndarray:
+def detection_box_size(gt: np.ndarray, boxes: np.ndarray | None, valid: np.ndarray | None = None) -> np.ndarray:
     """``sqrt(w*h)`` of the detection boxes ``(N, 4)`` (pixel edges) -> ``(N,)`` pixels; ``gt`` only sets N."""
     if boxes is None:
         raise ValueError("the detection-box normaliser needs boxes (N, 4) in image pixels; got boxes=None")
@@ -150,31 +153,54 @@ def detection_box_size(gt: np.ndarray, boxes: np.ndarray | None) -> np.ndarray:
     return box_size(boxes)
 
 
-def gt_box_size(gt: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
-    """``sqrt(w*h)`` of the tight box around the ground-truth points ``(N, 68, 2)`` -> ``(N,)`` pixels."""
-    return box_size(landmark_box(gt).astype(np.float64))
+def gt_box_size(gt: np.ndarray, boxes: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+    """``sqrt(w*h)`` of the tight box around the ground-truth points ``(N, 68, 2)`` -> ``(N,)`` pixels; with
+    ``valid`` ``(N, 68)`` the box is around the annotated points only."""
+    if valid is None:
+        return box_size(landmark_box(gt).astype(np.float64))
+    points = np.where(np.asarray(valid)[..., None], np.asarray(gt, np.float64), np.nan)
+    with np.errstate(invalid="ignore"):
+        box = np.concatenate([np.nanmin(points, axis=1), np.nanmax(points, axis=1)], axis=-1)
+    return box_size(box)
 
 
-def interocular(gt: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
-    """Distance of the outer eye corners (0-based points 36 and 45) of ``gt`` ``(N, 68, 2)`` -> ``(N,)`` pixels."""
-    gt = np.asarray(gt, np.float64)
+def _require_points(valid: np.ndarray | None, points: Sequence[int], name: str) -> None:
+    """A normaliser defined by ``points`` needs them annotated: raise naming the faces where one is missing."""
+    if valid is None:
+        return
+    lacking = ~np.asarray(valid)[:, list(points)].all(axis=1)
+    if lacking.any():
+        bad = np.flatnonzero(lacking)
+        raise ValueError(f"normaliser {name!r} needs points {list(points)}, missing in {bad.size} face(s) "
+                         f"(indices {_index_list(bad)}); choose a normaliser those faces have")
+
+
+def interocular(gt: np.ndarray, boxes: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+    """Distance of the outer eye corners (0-based points 36 and 45) of ``gt`` ``(N, 68, 2)`` -> ``(N,)`` pixels.
+    Both corners must be annotated where ``valid`` is given."""
     a, b = OUTER_EYE_CORNERS
+    _require_points(valid, (a, b), "interocular")
+    gt = np.asarray(gt, np.float64)
     return np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
 
 
-def interpupil(gt: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
-    """Distance of the eye centres (means of points 36-41 and 42-47) of ``gt`` ``(N, 68, 2)`` -> ``(N,)`` pixels."""
+def interpupil(gt: np.ndarray, boxes: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+    """Distance of the eye centres (means of points 36-41 and 42-47) of ``gt`` ``(N, 68, 2)`` -> ``(N,)`` pixels.
+    All twelve eye points must be annotated where ``valid`` is given (a partial eye moves its centre)."""
+    _require_points(valid, range(36, 48), "interpupil")
     gt = np.asarray(gt, np.float64)
     return np.linalg.norm(gt[:, 36:42].mean(axis=1) - gt[:, 42:48].mean(axis=1), axis=-1)
 
 
-NORMALISERS: dict[str, Callable[[np.ndarray, np.ndarray | None], np.ndarray]] = {
+NORMALISERS: dict[str, Callable[..., np.ndarray]] = {
     "box": detection_box_size,
     "interocular": interocular,
     "interpupil": interpupil,
     "gtbox": gt_box_size,
 }
-"""Normaliser name -> ``f(gt (N, 68, 2), boxes (N, 4) or None) -> (N,) pixels``."""
+"""Normaliser name -> ``f(gt (N, 68, 2), boxes (N, 4) or None, valid (N, 68) bool or None) -> (N,) pixels``. With
+``valid``, a normaliser uses annotated points only, and one defined by particular points raises where they are
+missing."""
 
 
 def _normalise(distance: np.ndarray, norm: np.ndarray, broken: np.ndarray, name: str) -> np.ndarray:
@@ -212,7 +238,7 @@ def rmse_box(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray | None = None, 
     """
     valid = _check_valid(valid, len(np.asarray(gt)))
     pred, gt, broken = _check_points(pred, gt, nonfinite, valid=valid)
-    norm = detection_box_size(gt, boxes)
+    norm = detection_box_size(gt, boxes, valid)
     with np.errstate(invalid="ignore"):
         rmse = np.sqrt(_mean_points(((pred - gt) ** 2).sum(axis=-1), valid))
     return _normalise(rmse, norm, broken, "box")
@@ -222,7 +248,7 @@ def _nme(pred, gt, boxes, nonfinite: str, normaliser: str, points: np.ndarray | 
          valid: np.ndarray | None = None) -> np.ndarray:
     valid = _check_valid(valid, len(np.asarray(gt)))
     pred, gt, broken = _check_points(pred, gt, nonfinite, valid=valid)
-    norm = NORMALISERS[normaliser](gt, boxes)
+    norm = NORMALISERS[normaliser](gt, boxes, valid)
     with np.errstate(invalid="ignore"):
         mean_dist = _mean_points(np.linalg.norm(pred - gt, axis=-1), valid, points)
     return _normalise(mean_dist, norm, broken, normaliser)
@@ -336,6 +362,7 @@ def region_errors(
     *,
     regions: Mapping[str, Sequence[int]] | None = None,
     nonfinite: str = "raise",
+    valid: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean normalised point error of each face region, per face.
 
@@ -345,16 +372,20 @@ def region_errors(
             or an ``(N,)`` array of normalising lengths in pixels.
         boxes: ``(N, 4)`` detection boxes, needed only for ``normaliser="box"``.
         regions: name -> 0-based point indices; default :data:`ERROR_REGIONS` (jaw, brows, nose, eyes, mouth).
+        valid: optional ``(N, 68)`` bool mask of annotated points: a region's mean runs over its annotated points,
+            and is NaN for a face without any (that face has no error for that region).
     Returns:
         region name -> ``(N,)`` float64: mean over the region's points of ``|p_k - g_k| / normaliser``.
-        Average over faces (``.mean()``) for the per-region bar chart.
+        Average over faces (``np.nanmean`` where ``valid`` leaves regions empty) for the per-region bar chart.
     """
-    dist = point_distances(pred, gt, nonfinite=nonfinite)
-    gt = np.asarray(gt, np.float64)
+    valid = _check_valid(valid, len(np.asarray(gt)))
+    pred, gt, broken = _check_points(pred, gt, nonfinite, valid=valid)
+    dist = np.linalg.norm(pred - gt, axis=-1)
+    dist[broken] = np.inf
     if isinstance(normaliser, str):
         if normaliser not in NORMALISERS:
             raise ValueError(f"unknown normaliser {normaliser!r}; expected one of {list(NORMALISERS)} or an (N,) array")
-        norm = NORMALISERS[normaliser](gt, boxes)
+        norm = NORMALISERS[normaliser](gt, boxes, valid)
     else:
         norm = np.asarray(normaliser, np.float64)
         if norm.shape != (len(gt),):
@@ -362,7 +393,17 @@ def region_errors(
     if (norm <= 0).any() or not np.isfinite(norm).all():
         raise ValueError("normaliser is zero, negative or non-finite for some faces")
     regions = ERROR_REGIONS if regions is None else regions
-    return {name: dist[:, np.asarray(idx)].mean(axis=1) / norm for name, idx in regions.items()}
+    out = {}
+    for name, idx in regions.items():
+        idx = np.asarray(idx)
+        if valid is None:
+            out[name] = dist[:, idx].mean(axis=1) / norm
+            continue
+        count = valid[:, idx].sum(axis=1)
+        total = np.where(valid[:, idx], dist[:, idx], 0.0).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan) / norm
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- aggregates
@@ -786,5 +827,7 @@ def regions_frame(per_method: Mapping[str, Mapping[str, np.ndarray]], test_set: 
         for region, values in regions.items():
             values = np.asarray(values, np.float64)
             ids = np.arange(values.size) if face_ids is None else np.asarray(face_ids)
-            rows.append(pd.DataFrame({"test_set": test_set, "method": method, "face_id": ids, "region": region, "error": values}))
+            scored = ~np.isnan(values)  # NaN: the face has no annotated point in this region
+            rows.append(pd.DataFrame({"test_set": test_set, "method": method, "face_id": ids[scored], "region": region,
+                                      "error": values[scored]}))
     return pd.concat(rows, ignore_index=True)

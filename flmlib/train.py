@@ -30,11 +30,12 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from flmlib import distributed
 from flmlib.augment import AugmentConfig, augment
 from flmlib.crops import box_units_to_image, crop_to_box_units
 from flmlib.device import resolve_device
@@ -45,7 +46,17 @@ from flmlib.models import build_model, init_mean_shape
 from flmlib.point_schemes import IBUG68, PointScheme, get_scheme
 
 #: Data sources, selected by the prefix of ``face_id`` in the prepared files.
-SOURCE_PREFIXES = {"300w": "300w/", "youtube": "youtube-faces/"}
+#: A face's source is the first part of its face_id (``300w/helen/...`` -> ``300w``), under a short name where one is
+#: given here; faces a user brings (``wflw/...``, ``kaggle/...``) are sources of their own and are trained on as well.
+SOURCE_ALIASES = {"youtube-faces": "youtube"}
+#: The study's own sources, which ``train.use_300w`` / ``train.use_youtube`` switch on and off.
+STUDY_SOURCES = ("300w", "youtube")
+
+
+def face_sources(face_id) -> np.ndarray:
+    """``(N,)`` str face ids -> ``(N,)`` object array of source names (``300w``, ``youtube``, ``wflw``, ...)."""
+    prefixes = [str(f).split("/", 1)[0] for f in np.asarray(face_id)]
+    return np.array([SOURCE_ALIASES.get(p, p) for p in prefixes], dtype=object)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "onecycle", "cosine", "plateau")
 PRECISIONS = ("fp32", "bf16")
@@ -77,7 +88,7 @@ def parse_lr_steps(text: str) -> list[tuple[int, float]]:
                 raise ValueError
             steps.append((int(epoch), float(lr)))
         except ValueError:
-            raise ValueError(f"lr_steps item {item!r} in {text!r} is not 'epoch:lr' (e.g. '200:0.005 400:0.001')")
+            raise ValueError(f"lr_steps item {item!r} in {text!r} is not 'epoch:lr' (e.g. '200:0.005 400:0.001')") from None
     if [e for e, _ in steps] != sorted({e for e, _ in steps}):
         raise ValueError(f"lr_steps {text!r}: epochs must be distinct and increasing")
     return steps
@@ -143,8 +154,9 @@ class TrainConfig:
             raise ValueError(f"plateau_factor={self.plateau_factor!r} must be in (0, 1) and plateau_patience="
                              f"{self.plateau_patience!r} an integer >= 0")
         for source, regions in self.ignore_points.items():
-            if source not in SOURCE_PREFIXES:
-                raise ValueError(f"ignore_points: unknown source {source!r}; known: {sorted(SOURCE_PREFIXES)}")
+            if not isinstance(source, str) or not source or "/" in source:
+                raise ValueError(f"ignore_points: source {source!r} must be a source name such as "
+                                 f"{list(STUDY_SOURCES)} (the first part of a face_id)")
             unknown = [r for r in regions if r not in REGIONS]
             if unknown or isinstance(regions, str):
                 raise ValueError(f"ignore_points.{source}: {regions!r} must list regions of {sorted(REGIONS)}")
@@ -158,8 +170,9 @@ class TrainConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def sources(self) -> list[str]:
-        return [name for name, on in (("300w", self.use_300w), ("youtube", self.use_youtube)) if on]
+    def excluded_sources(self) -> list[str]:
+        """The study's sources switched off by ``use_300w`` / ``use_youtube`` (other sources are always used)."""
+        return [name for name, on in (("300w", self.use_300w), ("youtube", self.use_youtube)) if not on]
 
 
 def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainConfig:
@@ -238,11 +251,8 @@ class Split:
         return len(self.face_id)
 
     def source_of(self) -> np.ndarray:
-        """``(N,)`` source name of each face (``300w`` / ``youtube``)."""
-        out = np.full(len(self), "", dtype=object)
-        for name, prefix in SOURCE_PREFIXES.items():
-            out[np.char.startswith(self.face_id.astype(str), prefix)] = name
-        return out
+        """``(N,)`` source name of each face (``300w``, ``youtube``, or the first part of another face_id)."""
+        return face_sources(self.face_id)
 
 
 REQUIRED_KEYS = ("crops", "landmarks", "landmarks_image", "boxes", "face_id", "crop_size", "context_factor")
@@ -251,9 +261,11 @@ REQUIRED_KEYS = ("crops", "landmarks", "landmarks_image", "boxes", "face_id", "c
 OPTIONAL_KEYS = ("valid", "point_scheme")
 
 
-def load_training_split(path: str | Path, sources: list[str]) -> Split:
-    """Load a prepared ``.npz`` split as training tensors, keeping the faces of the given sources (``300w``,
-    ``youtube``). (:func:`flmlib.prepare.load_split` reads every array of a split as numpy, for evaluation.)
+def load_training_split(path: str | Path, exclude: Sequence[str] = ()) -> Split:
+    """Load a prepared ``.npz`` split as training tensors, leaving out the faces of the ``exclude``d sources
+    (``300w``, ``youtube``, or any other first part of a face_id). Any point scheme loads (``point_scheme`` in the
+    file), so 15-point Kaggle or 98-point WFLW splits train like the study's own.
+    (:func:`flmlib.prepare.load_split` reads every array of a split as numpy, for evaluation.)
 
     Raises:
         FileNotFoundError / ValueError: missing file, missing key, inconsistent shapes, or no face left; the
@@ -262,9 +274,8 @@ def load_training_split(path: str | Path, sources: list[str]) -> Split:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prepared split not found (run the prepare stage first)")
-    unknown = set(sources) - set(SOURCE_PREFIXES)
-    if unknown:
-        raise ValueError(f"unknown sources {sorted(unknown)}; known: {sorted(SOURCE_PREFIXES)}")
+    if isinstance(exclude, str):
+        raise TypeError(f"exclude={exclude!r} must be a list of source names, not a string")
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in REQUIRED_KEYS if k not in data.files]
         if missing:
@@ -288,11 +299,11 @@ def load_training_split(path: str | Path, sources: list[str]) -> Split:
     if not np.isfinite(np.where(valid[..., None], landmarks, 0)).all():
         raise ValueError(f"{path}: annotated (valid) landmarks hold NaN/inf")
     face_id = arrays["face_id"].astype(str)
-    keep = np.zeros(n, bool)
-    for name in sources:
-        keep |= np.char.startswith(face_id, SOURCE_PREFIXES[name])
+    source = face_sources(face_id)
+    keep = ~np.isin(source, list(exclude))
     if not keep.any():
-        raise ValueError(f"{path}: no face from sources {sources} (face_id prefixes {[SOURCE_PREFIXES[s] for s in sources]})")
+        raise ValueError(f"{path}: no face left after leaving out sources {list(exclude)} (it holds "
+                         f"{sorted(set(source))})")
     # Missing points get a finite placeholder (the face's valid mean) so that warps and losses never see NaN.
     placeholder = np.where(valid[..., None], landmarks, np.nan)
     with warnings.catch_warnings():
@@ -427,9 +438,8 @@ class Evaluator:
         else:
             nme = nme_scheme(pred_image, gt, self.split.scheme, self.valid_np)
         row = {"val/loss": loss, "val/nme_interocular": float(nme.mean())}
-        for name in SOURCE_PREFIXES:
-            if (self.sources == name).any():
-                row[f"val/nme_interocular_{name}"] = float(nme[self.sources == name].mean())
+        for name in sorted(set(self.sources)):
+            row[f"val/nme_interocular_{name}"] = float(nme[self.sources == name].mean())
         if is_68:
             row["val/rmse_box"] = float(rmse_box(pred_image, gt, self.split.boxes, valid=self.valid_np).mean())
         return row
@@ -517,15 +527,21 @@ def train(
     ``checkpoint_dir/last.pt`` holds the state after the last finished epoch; if its fingerprint (config, data,
     code) matches, training continues from it (and a finished run is not repeated). ``on_epoch_end(epoch, row)`` is
     called after each epoch's checkpoint is written (epochs count from 1).
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one model data-parallel, each on its share of
+    every global batch of ``batch_size`` faces, and only rank 0 writes files (:mod:`flmlib.distributed`).
     """
     from tqdm import tqdm
 
     started = time.perf_counter()
     set_threads(config.threads)
     device = resolve_device(config.device)
+    ddp = distributed.setup(device.type)
+    device = distributed.local_device(ddp, device)
+    progress = progress and ddp.is_main
     train_path, val_path, checkpoint_dir = Path(train_path), Path(val_path), Path(checkpoint_dir)
-    sources = config.sources()
-    train_split, val_split = load_training_split(train_path, sources), load_training_split(val_path, sources)
+    exclude = config.excluded_sources()
+    train_split, val_split = load_training_split(train_path, exclude), load_training_split(val_path, exclude)
     if (train_split.crop_size, train_split.context_factor) != (val_split.crop_size, val_split.context_factor):
         raise ValueError(f"{train_path} and {val_path} have different crop_size/context_factor")
     if train_split.scheme.name != val_split.scheme.name:
@@ -567,15 +583,17 @@ def train(
     # Drop the ragged last batch (when there is more than one): a tiny batch makes a noisy step and BN-free
     # models gain nothing from it; the shuffle changes every epoch so no face is left out for good.
     steps_per_epoch = max(1, n // config.batch_size)
+    local_batch = distributed.local_batch_size(ddp, config.batch_size)
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer, steps_per_epoch)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
-    aug_gen = torch.Generator().manual_seed(config.seed + 1)
+    aug_gen = torch.Generator().manual_seed(config.seed + 1 + ddp.rank)  # rank 0: the single-process stream
     evaluate = Evaluator(val_split, loss_fn, out_size)
 
     print_ = tqdm.write if progress else (lambda *_: None)
     key = fingerprint(config, [train_path, val_path])
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if ddp.is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = checkpoint_dir / CHECKPOINT_NAME
     history: list[dict] = []
     start = 0
@@ -586,7 +604,14 @@ def train(
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             shuffle_gen.set_state(ckpt["shuffle_rng"])
-            aug_gen.set_state(ckpt["augment_rng"])
+            ranks = ckpt.get("augment_rng_ranks")
+            if ranks is not None and len(ranks) == ddp.world_size:
+                aug_gen.set_state(ranks[ddp.rank])
+            elif ddp.is_main:
+                aug_gen.set_state(ckpt["augment_rng"])
+            else:
+                print(f"rank {ddp.rank}: {ckpt_path} was written by another number of processes; this rank's "
+                      "augmentation stream starts afresh", file=sys.stderr)
             torch.set_rng_state(ckpt["torch_rng"])
             history, start = ckpt["history"], ckpt["epoch"]
             print_(f"resuming from {ckpt_path} after epoch {start} of {config.epochs}")
@@ -594,7 +619,7 @@ def train(
             print_(f"{ckpt_path} belongs to other params, data or code: starting afresh")
 
     live = None
-    if live_dir is not None:
+    if live_dir is not None and ddp.is_main:
         from dvclive import Live
 
         # dvcyaml=None: the project's dvc.yaml declares the plots; DVCLive must not rewrite it.
@@ -606,6 +631,7 @@ def train(
     # Fully annotated data takes the unmasked path, exactly as before masks existed.
     valid = None if train_split.complete else train_split.valid.to(device)
     plateau = config.schedule == "plateau"
+    net = distributed.wrap(ddp, model, device)  # the model itself in one process
     bar = tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="epochs", disable=not progress,
                mininterval=1.0)
     for epoch in bar:
@@ -614,7 +640,10 @@ def train(
         order = torch.randperm(n, generator=shuffle_gen)
         total, count = 0.0, 0
         for step in range(steps_per_epoch):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if ddp.enabled:  # this rank's share of the global batch
+                idx = idx[ddp.rank * local_batch : (ddp.rank + 1) * local_batch]
+            idx = idx.to(device)
             if valid is None:
                 images, targets = augment(crops[idx], points[idx], aug, aug_gen, out_size, train_split.context_factor,
                                           mirror=scheme.mirror)
@@ -624,7 +653,7 @@ def train(
                                                        train_split.context_factor, mirror=scheme.mirror,
                                                        valid=valid[idx])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                pred = model(images)
+                pred = net(images)
             loss = loss_fn(pred.float(), targets.reshape(len(idx), -1), batch_valid)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -633,6 +662,7 @@ def train(
                 scheduler.step()
             total += loss.item() * len(idx)
             count += len(idx)
+        total, count = distributed.all_sum(ddp, [total, count])
         scores = evaluate(model)
         lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
         if plateau:
@@ -640,20 +670,22 @@ def train(
         row = {"epoch": epoch + 1, "train/loss": total / count, **scores, "lr": lr,
                "seconds": time.perf_counter() - epoch_start}
         history.append(row)
-        _save_atomic(
-            {
+        rank_streams = distributed.gather(ddp, aug_gen.get_state()) if ddp.enabled else None
+        if ddp.is_main:
+            state = {
                 "fingerprint": key, "epoch": epoch + 1, "history": history,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "shuffle_rng": shuffle_gen.get_state(), "augment_rng": aug_gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
-            },
-            ckpt_path,
-        )
+            }
+            if rank_streams is not None:
+                state["augment_rng_ranks"] = rank_streams
+            _save_atomic(state, ckpt_path)
         if live is not None:
             _log_row(live, row)
         bar.set_postfix({"train": f"{row['train/loss']:.4f}", "val": f"{row['val/loss']:.4f}",
                          "val NME io": f"{row['val/nme_interocular']:.4f}"}, refresh=False)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and ddp.is_main:
             on_epoch_end(epoch + 1, row)
     bar.close()
 
@@ -661,10 +693,15 @@ def train(
     config_out = model_config(config, train_split, model)
     config_out.update({"epochs_trained": len(history), "train_minutes": train_minutes(history), "val": {k: v for k, v in final.items() if k.startswith("val/")},
                        "train_faces": n, "val_faces": len(val_split)})
-    save_model(model_path, model, config_out)
+    if ddp.enabled:
+        config_out["processes"] = ddp.world_size
+    if ddp.is_main:
+        save_model(model_path, model, config_out)
     if live is not None:
         live.summary.update({"epochs": len(history), "minutes": train_minutes(history)})
         live.make_summary()
+    distributed.barrier(ddp)
+    distributed.teardown(ddp)
     return TrainResult(history=history, final=final, resumed_from=start, seconds=time.perf_counter() - started,
                        model=model.cpu().eval())
 

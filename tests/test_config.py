@@ -99,3 +99,19 @@ def test_method_specs_of_models_and_methods():
         study.method_spec("sift")
     with pytest.raises(ValueError, match="kind='Not A Module'"):
         MethodSpec(id="x", kind="Not A Module")
+
+
+def test_a_key_that_dvcs_run_cache_ignores_is_refused():
+    import copy
+
+    import yaml
+
+    from flmlib.config import ConfigError, parse_config
+    from flmlib.paths import PROJECT_ROOT
+
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    bad = copy.deepcopy(raw)
+    bad["models"]["onet"]["architecture_kwargs"] = {"size": 48}
+    with pytest.raises(ConfigError, match=r"models\.onet\.architecture_kwargs\.size: DVC's run cache ignores"):
+        parse_config(bad, "params.yaml")
+    parse_config(raw, "params.yaml")

@@ -78,6 +78,40 @@ def test_metrics_score_valid_points_only_and_count_them():
         nme_interocular(pred, gt, valid=np.zeros((3, 68), bool))
 
 
+def test_normalisers_use_annotated_points_only():
+    from flmlib.metrics import nme_gtbox, nme_interpupil, region_errors
+    gt = np.zeros((2, 68, 2))
+    gt[:, :, 0], gt[:, :, 1] = np.linspace(10, 50, 68), np.linspace(20, 60, 68)  # box 40 x 40 px around every point
+    pred = gt + [2.0, 0]
+    valid = np.ones((2, 68), bool)
+    valid[1, :10] = False                  # jaw points missing: their placeholder (0, 0) must not widen the box
+    far = np.where(valid[..., None], gt, 0.0)
+    expected = 2.0 / np.sqrt((50 - gt[1, 10, 0]) * (60 - gt[1, 10, 1]))
+    assert nme_gtbox(pred, far, valid=valid)[1] == pytest.approx(expected)
+    no_corner = valid.copy()
+    no_corner[0, 45] = False
+    with pytest.raises(ValueError, match=r"interocular.*36, 45.*1 face.*indices 0"):
+        nme_interocular(pred, gt, valid=no_corner)
+    with pytest.raises(ValueError, match="interpupil"):
+        nme_interpupil(pred, gt, valid=no_corner)
+    regions = region_errors(pred, gt, np.full(2, 10.0), valid=np.pad(np.ones((2, 17), bool), ((0, 0), (0, 51))))
+    assert regions["jaw"] == pytest.approx([0.2, 0.2]) and np.isnan(regions["mouth"]).all()
+
+
+def test_a_source_of_its_own_trains_beside_the_studys(tmp_path):
+    """Faces a user brings (face_id wflw/...) are a source of their own: kept, reported per source, excludable."""
+    path = write_synthetic_split(tmp_path / "train.npz", 8, seed=0)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["face_id"] = np.array([f"wflw/img{i}.jpg#0" if i < 3 else f for i, f in enumerate(arrays["face_id"])])
+    np.savez(path, **arrays)
+    split = T.load_training_split(path)
+    assert len(split) == 8 and (split.source_of() == "wflw").sum() == 3
+    assert len(T.load_training_split(path, exclude=["wflw"])) == 5
+    with pytest.raises(ValueError, match="no face left"):
+        T.load_training_split(path, exclude=["wflw", "300w", "youtube"])
+
+
 def test_nme_scheme_normalises_by_the_schemes_eye_points():
     gt = np.zeros((1, 15, 2))
     gt[0, 3], gt[0, 5] = (60.0, 40), (20.0, 40)  # outer eye corners 40 px apart
@@ -114,7 +148,7 @@ def test_a_partly_annotated_15_point_split_trains_end_to_end(tmp_path):
     val68 = write_synthetic_split(tmp_path / "val68.npz", 16, seed=1)
     train = _to_scheme(train68, tmp_path / "train.npz", "kaggle15", KEEP15, missing_share=0.7)
     val = _to_scheme(val68, tmp_path / "val.npz", "kaggle15", KEEP15)
-    split = T.load_training_split(train, ["300w", "youtube"])
+    split = T.load_training_split(train)
     assert split.scheme.name == "kaggle15" and not split.complete and torch.isfinite(split.points).all()
     config = T.TrainConfig(epochs=2, batch_size=16, threads=1, device="cpu", schedule="plateau")
     result = T.train(config, train, val, tmp_path / "m.pt", tmp_path / "ckpt", progress=False)
@@ -125,7 +159,7 @@ def test_a_partly_annotated_15_point_split_trains_end_to_end(tmp_path):
 
 def test_ignore_points_masks_a_region_of_one_source(tmp_path):
     path = write_synthetic_split(tmp_path / "train.npz", 32, seed=0)
-    split = T.load_training_split(path, ["300w", "youtube"])
+    split = T.load_training_split(path)
     split.ignore({"youtube": ["jaw"]})
     youtube = split.source_of() == "youtube"
     assert youtube.any() and (~youtube).any()
@@ -141,10 +175,10 @@ def test_a_split_with_a_bad_mask_or_scheme_is_named(tmp_path):
         arrays = {k: data[k] for k in data.files}
     np.savez(tmp_path / "bad_scheme.npz", **arrays, point_scheme=np.array("ibug69"))
     with pytest.raises(ValueError, match="bad_scheme.npz: unknown point scheme 'ibug69'"):
-        T.load_training_split(tmp_path / "bad_scheme.npz", ["300w", "youtube"])
+        T.load_training_split(tmp_path / "bad_scheme.npz")
     np.savez(tmp_path / "bad_valid.npz", **arrays, valid=np.ones((8, 67), bool))
     with pytest.raises(ValueError, match="bad_valid.npz: valid is bool"):
-        T.load_training_split(tmp_path / "bad_valid.npz", ["300w", "youtube"])
+        T.load_training_split(tmp_path / "bad_valid.npz")
 
 
 def test_plateau_schedule_lowers_the_lr_when_validation_stalls(tmp_path):
@@ -172,7 +206,7 @@ def test_a_98_point_split_trains_a_98_point_network(tmp_path):
 
     train = to98(write_synthetic_split(tmp_path / "t68.npz", 32, seed=0), tmp_path / "train.npz")
     val = to98(write_synthetic_split(tmp_path / "v68.npz", 8, seed=1), tmp_path / "val.npz")
-    split = T.load_training_split(train, ["300w", "youtube"])
+    split = T.load_training_split(train)
     assert split.scheme.name == "wflw98" and split.points.shape == (32, 98, 2) and split.complete
     config = T.TrainConfig(epochs=1, batch_size=16, threads=1, device="cpu")
     result = T.train(config, train, val, tmp_path / "m.pt", tmp_path / "ckpt", progress=False)

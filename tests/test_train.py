@@ -97,8 +97,8 @@ def test_model_file_rebuilds_the_model(splits, tmp_path):
 
 
 def test_sources_select_faces_by_face_id(splits):
-    both = T.load_training_split(splits[0], ["300w", "youtube"])
-    only = T.load_training_split(splits[0], ["300w"])
+    both = T.load_training_split(splits[0])
+    only = T.load_training_split(splits[0], exclude=["youtube"])
     assert len(both) == 96 and len(only) == 48
     assert all(f.startswith("300w/") for f in only.face_id)
     assert only.crops.shape == (48, 3, 96, 96) and only.crops.dtype == torch.uint8
@@ -111,9 +111,9 @@ def test_load_training_split_names_the_bad_file(tmp_path):
     del data["boxes"]
     np.savez(tmp_path / "bad.npz", **data)
     with pytest.raises(ValueError, match=r"bad\.npz.*boxes"):
-        T.load_training_split(tmp_path / "bad.npz", ["300w"])
+        T.load_training_split(tmp_path / "bad.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
-        T.load_training_split(tmp_path / "missing.npz", ["300w"])
+        T.load_training_split(tmp_path / "missing.npz")
 
 
 def test_step_schedule_follows_lr_steps():
