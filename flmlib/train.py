@@ -353,7 +353,7 @@ def fingerprint(config: TrainConfig, paths: list[Path]) -> str:
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     here = Path(__file__).resolve().parent
     code = ("train.py", "augment.py", "models.py", "losses.py", "landmarks68.py", "crops.py", "metrics.py",
-            "point_schemes.py")
+            "point_schemes.py", "distributed.py")
     nets = sorted((here / "nets").glob("*.py")) + sorted((here / "pretrained").glob("*.py"))
     for p in [*paths, *(here / m for m in code), *nets]:
         with open(p, "rb") as f:
