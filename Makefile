@@ -83,6 +83,7 @@ bench: data
 	$(BIN)/python -m flmlib.bench
 	$(BIN)/python -m flmlib.video_stage --bench --out reports/bench_video.json
 	$(BIN)/python -m flmlib.quantize --model models/onet.pt --out reports/bench_quantize.json
+	$(BIN)/python -m flmlib.bench_pipeline --out reports/bench_pipeline.json
 
 # Screenshots of the rendered report pages (reports/html) in headless Chromium, to look at them as a reader would.
 # Needs Debian's chromium (`apt-get install chromium`); the flags keep it off the network.

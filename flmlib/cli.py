@@ -138,11 +138,11 @@ def to_json(record: dict) -> str:
     return re.sub(r"\[\s+([-+0-9.eE,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"
 
 
-def face_record(path: Path, image: np.ndarray, faces, method: str, upsample: int, model: str | None) -> dict:
-    """The JSON written for one image."""
+def face_record(path: Path, image: np.ndarray, faces, method: str, detector: dict, model: str | None) -> dict:
+    """The JSON written for one image; ``detector`` describes the face detector (id, kind and options)."""
     height, width = image.shape[:2]
     return {"image": str(path), "width": width, "height": height, "method": method, "model": model,
-            "detector": {"name": "dlib HOG", "upsample": upsample}, "coordinates": COORDINATES,
+            "detector": detector, "coordinates": COORDINATES,
             "faces": [{k: v for k, v in face.to_dict().items() if k != "method"} for face in faces]}
 
 
@@ -215,7 +215,7 @@ def landmarked_images(predictor, paths: Sequence[Path], skipped: SkipCount, work
             continue
         for (stem, item), image_points in zip(readable, points):
             if len(item.boxes) == 0:
-                _error(f"{item.path}: no face found (dlib HOG detector, upsample {predictor.upsample})")
+                _error(f"{item.path}: no face found ({getattr(predictor, 'detector_text', 'the detector')})")
                 skipped.count += 1
                 continue
             faces = [Face(b, p, predictor.method) for b, p in zip(item.boxes, image_points)]
@@ -223,21 +223,51 @@ def landmarked_images(predictor, paths: Sequence[Path], skipped: SkipCount, work
     bar.close()
 
 
-def _workers_text(workers: int | None) -> str:
-    from flmlib.image_stream import default_workers
+def _workers_text(workers: int | None, detector=None) -> str:
+    from flmlib.image_stream import _picklable, default_workers
 
     n = default_workers() if workers is None else workers
+    if detector is not None and not _picklable(detector):  # e.g. BlazeFace: detects in this process
+        n = 0
     return "this process" if n <= 0 else f"{n} process{'es' if n > 1 else ''}"
+
+
+def detector_predictor(detector_id: str | None, upsample: int | None, method: str, landmarker_kwargs: dict):
+    """A :class:`~flmlib.predictor.Predictor` whose detector is ``detectors.<detector_id>`` of detectors.yaml (default:
+    ``detector_study.default``, the study's HOG), and the description written into each JSON file.
+
+    A HOG detector keeps the picklable default path (worker processes can detect); another detector (BlazeFace, in
+    its own worker process) detects in this process, with its box calibration from the ``detectors`` stage.
+    """
+    from flmlib.detector_config import load_detector_config
+    from flmlib.landmarkers import build_landmarker
+    from flmlib.predictor import Predictor
+
+    config = load_detector_config()
+    detector_id = detector_id or config.detector_study.default
+    entry = config.detectors[detector_id]
+    if entry.kind == "dlib_hog":
+        upsample = int(entry.options.get("upsample", 1)) if upsample is None else upsample
+        predictor = Predictor.from_name(method, upsample=upsample, **landmarker_kwargs)
+        info = {"name": detector_id, "kind": entry.kind, "upsample": upsample}
+        predictor.detector_text = f"detector {detector_id}: dlib HOG, upsample {upsample}"
+        return predictor, info
+    from flmlib.face_detectors import build_detector
+
+    found = build_detector(detector_id, config)
+    predictor = Predictor(build_landmarker(method, **landmarker_kwargs), upsample=0,
+                          detector=lambda image, _upsample: found.detect(image))
+    predictor.detector_text = f"detector {detector_id}: {entry.description or entry.kind}"
+    return predictor, {"name": detector_id, "kind": entry.kind, **entry.options}
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
-    from flmlib.predictor import Predictor
-
     from flmlib.config import load_config
 
-    spec = load_config().method_spec(args.method)
+    study = load_config()
+    spec = study.method_spec(args.method)
     kwargs = {}
     if args.checkpoint is not None and spec.kind != "cnn":
         _error(f"--checkpoint is for methods trained by the study; {args.method} ({spec.kind}) brings its own model")
@@ -246,7 +276,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         kwargs = {"checkpoint": checkpoint_path(args.checkpoint, spec.options["checkpoint"]), "backend": args.backend,
                   "device": args.device, "batch_size": args.batch_size}
     try:
-        predictor = Predictor.from_name(args.method, upsample=args.upsample, **kwargs)
+        predictor, detector_info = detector_predictor(args.detector, args.upsample, args.method, kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         hint = (f" (train it with `make repro`, or `.venv/bin/dvc repro train@{spec.model}`)"
                 if spec.kind == "cnn" and args.checkpoint is None and isinstance(exc, FileNotFoundError) else "")
@@ -265,7 +295,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if unplaced:  # written all the same (points null in the JSON), but the run did not fully succeed
             _error(f"{path}: {args.method} could not place the points of face(s) {unplaced} of {len(faces)}")
             skipped.count += 1
-        record = face_record(path, image, faces, predictor.method, predictor.upsample, model_name)
+        record = face_record(path, image, faces, predictor.method, detector_info, model_name)
         try:
             (out / f"{stem}.json").write_text(to_json(record))
             if not cv2.imwrite(str(out / f"{stem}.png"), annotate(image, faces)):
@@ -281,7 +311,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         print(f"{written} image(s) written to {out}, {skipped.count} input(s) skipped; {len(paths)} image(s) in "
               f"{seconds:.1f} s, {len(paths) / max(seconds, 1e-9):.1f} images/s (reading and detection in "
-              f"{_workers_text(args.workers)})")
+              f"{_workers_text(args.workers, predictor.detector)})")
     return EXIT_OK if skipped.count == 0 else EXIT_INPUT_SKIPPED
 
 
@@ -314,6 +344,13 @@ def method_ids() -> list[str]:
         return ["onet", "dlib"]
 
 
+def load_detector_ids() -> list[str]:
+    """The detector ids of detectors.yaml (for ``--detector``'s choices)."""
+    from flmlib.detector_config import load_detector_config
+
+    return list(load_detector_config().detectors)
+
+
 def build_parser() -> argparse.ArgumentParser:
     methods = method_ids()
     parser = argparse.ArgumentParser(
@@ -343,8 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="model file of a method trained by the study: a .pt written by training, or a .onnx"
                               " written by `flm export` (default: the study's models/<method>.pt)")
     predict.add_argument("--out", default="flm-out", help="output folder, created if needed (default: %(default)s)")
+    detectors = list(load_detector_ids())
+    predict.add_argument("--detector", choices=detectors, default=None,
+                         help="face detector, an id of detectors.yaml (default: its detector_study.default, the"
+                              " study's HOG; others need the box calibration of `dvc repro detectors`)")
     predict.add_argument("--upsample", type=int, default=None,
-                         help="HOG detector upsampling (default: prepare.upsample from params.yaml, as in the study)")
+                         help="HOG detector upsampling (default: the detector's, prepare.upsample for the study's)")
     predict.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                          help="inference engine of a trained model: PyTorch or ONNX Runtime (default: %(default)s)")
     predict.add_argument("--device", default="auto",

@@ -6,8 +6,8 @@ the train and predict stages of different models do not depend on each other. Th
 starts every stage whose upstream stages are done, up to ``--jobs`` at once, and after each successful command
 records it with ``dvc commit -f <stage>`` (what ``dvc repro`` records: the hashes of its dependencies and outputs).
 
-* Stages named by ``--alone`` (default: ``speed`` and ``video``, whose timings a neighbour would disturb) run with
-  nothing beside them.
+* Stages named by ``--alone`` (default: ``speed``, ``video`` and ``detectors``, whose timings a neighbour would
+  disturb) run with nothing beside them.
 * Before a stage runs, its outputs are removed as ``dvc repro`` removes them (``persist`` outputs stay, so a killed
   training resumes from its checkpoint).
 * A failed stage stops everything downstream of it; the others go on. The exit status is non-zero when any failed.
@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_ALONE = ("speed", "video")
+DEFAULT_ALONE = ("speed", "video", "detectors")
 
 
 def _stage_name(stage) -> str:
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", "-j", type=int, default=2, help="stages at once (default 2)")
     parser.add_argument("--alone", nargs="*", default=list(DEFAULT_ALONE),
-                        help="stages (or foreach groups) that run with nothing beside them (default: speed video)")
+                        help="stages (or foreach groups) that run with nothing beside them (default: speed video detectors)")
     parser.add_argument("--skip", nargs="*", default=[], help="stages (or groups) to leave out, with their downstream")
     parser.add_argument("--log-dir", default="reports/logs/repro", help="one log file per stage")
     parser.add_argument("--dry", action="store_true", help="list the stages that would run")

@@ -233,3 +233,25 @@ def test_a_folder_is_read_and_detected_in_worker_processes_with_the_same_results
     assert len(outputs["0"]) == 4 and outputs["0"] == outputs["2"]
     with pytest.raises(SystemExit):
         main(["predict", str(folder), "--workers", "-1", "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.skipif(not __import__("flmlib.paths", fromlist=["x"]).project_path(".venv-mediapipe/bin/python").exists(),
+                    reason="the MediaPipe environment is not built (make mediapipe-env)")
+def test_predict_with_another_detector_needs_and_uses_its_calibration(good_image, checkpoint, tmp_path, capsys,
+                                                                      monkeypatch):
+    from flmlib import face_detectors
+    from flmlib.face_detectors import BoxCalibration, write_calibrations
+
+    args = ["predict", str(good_image), "--detector", "blazeface", "--checkpoint", str(checkpoint), "--device", "cpu"]
+    monkeypatch.setattr(face_detectors, "CALIBRATION_PATH", str(tmp_path / "none.json"))
+    assert main([*args, "--out", str(tmp_path / "a")]) == EXIT_MODEL
+    assert "dvc repro detectors" in capsys.readouterr().err
+    calibration = write_calibrations(tmp_path / "boxes.json", {"blazeface": BoxCalibration(faces=5)}, "identity")
+    monkeypatch.setattr(face_detectors, "CALIBRATION_PATH", str(calibration))
+    assert main([*args, "--out", str(tmp_path / "b"), "-q"]) == EXIT_OK
+    record = json.loads((tmp_path / "b" / f"{good_image.stem}.json").read_text())
+    assert record["detector"]["name"] == "blazeface" and record["detector"]["kind"] == "mediapipe_blazeface"
+    assert len(record["faces"]) >= 1 and np.array(record["faces"][0]["points"]).shape == (68, 2)
+    with pytest.raises(SystemExit) as usage:  # an unknown detector is a command-line error (exit 2)
+        main(["predict", str(good_image), "--detector", "yolo", "--out", str(tmp_path / "c")])
+    assert usage.value.code == 2 and "hog1" in capsys.readouterr().err

@@ -58,6 +58,23 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
 
     video_stage(["--params", p, "--prepared", str(prepared), "--out", str(reports / "video.json"), "--frames", "12",
                  "--clips", "1"])
+    from flmlib.detector_study import main as detector_stage
+
+    detector_yaml = yaml.safe_load((PROJECT_ROOT / "detectors.yaml").read_text())
+    detector_yaml["detector_study"].update(test_sets=list(TEST_SETS), limit=3, calibration_faces=12)
+    detectors_path = tmp_path / "detectors.yaml"
+    detectors_path.write_text(yaml.safe_dump(detector_yaml))
+    assert detector_stage(["--params", p, "--detectors", str(detectors_path), "--prepared", str(prepared),
+                           "--out", str(reports / "detectors.json"),
+                           "--faces-csv", str(reports / "detector_faces.csv"),
+                           "--calibration", str(tmp_path / "detector_boxes.json")]) == 0
+    from flmlib import bench_pipeline
+    from flmlib.config import load_config
+    from flmlib.detector_config import load_detector_config
+
+    whole = bench_pipeline.run(load_config(p), load_detector_config(detectors_path), prepared, n_frames=2, rounds=1,
+                               seed=0, calibration_path=tmp_path / "detector_boxes.json")
+    assert {"hog1 + onet", "blazeface + onet, pipelined", "mediapipe face mesh"} <= set(whole["pipelines"])
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nTail\n")
     _run("05-report.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"),
@@ -65,7 +82,7 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
          detail_path=str(reports / "detail.json"), timings_dir=str(reports / "timings"), figures_dir=str(reports / "fig"),
          speed_path=str(reports / "speed.json"), readme_path=str(readme),
          partial_labels_path=str(reports / "partial_labels.json"), video_path=str(reports / "video.json"),
-         update_readme=True, timing_path=str(reports / "t_report.json"))
+         detectors_path=str(reports / "detectors.json"), update_readme=True, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")
     assert set(errors["method"]) == {"onet", "dlib", "fixed"} and set(errors["test_set"]) == set(TEST_SETS)
@@ -88,6 +105,9 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     assert "**Answer on `test_aflw2000_lmbox`**" in text and "Stage wall times" in text
     assert "### Learning from partly annotated faces" in text and "| masked_loss |" in text
     assert "### Landmarks on video" in text and "frames/s with detection" in text
+    assert "### Face detectors" in text and "| `blazeface` |" in text
+    detectors = json.loads((reports / "detectors.json").read_text())
+    assert set(detectors["test_sets"]) == set(TEST_SETS) and "blazeface" in detectors["calibrations"]
     assert json.loads((reports / "partial_labels.json").read_text())["test_set"] == "test_300w_common"
 
     # The rendered report: no code on the reader's pages, every image embedded, nothing fetched from the network.

@@ -1,0 +1,195 @@
+"""Whole pipeline, image in and landmarks out: each registered detector in front of the study's landmarker, against
+MediaPipe Face Mesh (its own BlazeFace detector and mesh), in one run on this machine.
+
+Frames: 640x480 stills, each a seeded test face of ``video.test_set`` placed at the centre with a face box of about
+160 px (:func:`flmlib.video.synthetic_clip` without motion), one face per frame. For every frame the pipelines run
+one after another (so they share the machine's noise), one thread each; a pipeline's time is detection plus landmarks
+of the first face it found. Reported per pipeline: median ms per frame, faces per second (1000 / median), the share
+of frames where it found the face, and the inter-ocular NME of its points on those frames (MediaPipe's 468-vertex
+mesh mapped to the 68 points, so its jaw is not iBUG's). MediaPipe and BlazeFace both run in a worker process of the
+MediaPipe environment, so both times include passing the frame to it (about 1 MB).
+
+``python -m flmlib.bench_pipeline --out reports/bench_pipeline.json`` (part of ``make bench``).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from flmlib.metrics import nme_interocular
+
+FRAME_SIZE = (640, 480)
+FACE_SIZE = 160.0
+
+
+def make_frames(study, prepared_dir, n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``n`` frames ``(480, 640, 3) uint8`` and their ``(n, 68, 2)`` true points."""
+    import pandas as pd
+
+    from flmlib.io import read_image
+    from flmlib.paths import project_path
+    from flmlib.prepare import load_split
+    from flmlib.video import synthetic_clip
+    from flmlib.video_stage import pick_faces
+
+    split = load_split(project_path(prepared_dir) / f"{study.video.test_set}.npz")
+    faces = pd.read_csv(project_path(prepared_dir) / "faces.csv", usecols=["face_id", "image_path"])
+    paths = dict(zip(faces["face_id"], faces["image_path"]))
+    frames, truth = [], []
+    for _, path, points in pick_faces(split, paths, n, seed):
+        clip = synthetic_clip(read_image(path), points, n_frames=1, size=FRAME_SIZE, face_size=FACE_SIZE, shift=0.0,
+                              scale=0.0, rotation=0.0)
+        frames.append(clip.frames[0])
+        truth.append(clip.points[0])
+    return frames, np.stack(truth)
+
+
+class DetectorPipeline:
+    """A registered detector, then the landmarker on its first box."""
+
+    def __init__(self, detector, landmarker):
+        self.detector, self.landmarker = detector, landmarker
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        boxes = self.detector.detect(frame)
+        if len(boxes) == 0:
+            return None
+        return self.landmarker.predict(frame, boxes[:1])[0]
+
+
+def pipelined_stream(detector, landmarker, frames: list[np.ndarray]) -> tuple[float, list]:
+    """Landmarks of a stream of frames with detection one frame ahead: frame k+1 is sent to the detector before
+    frame k is landmarked, so a detector in a worker process (BlazeFace) runs on the second core meanwhile.
+    Returns (ms per frame over the stream, points of each frame or None)."""
+    points = [None] * len(frames)
+    start = time.perf_counter()
+    detector.submit(frames[0])
+    for k, frame in enumerate(frames):
+        boxes = detector.receive()
+        if k + 1 < len(frames):
+            detector.submit(frames[k + 1])
+        if len(boxes):
+            points[k] = landmarker.predict(frame, boxes[:1])[0]
+    return (time.perf_counter() - start) * 1000 / len(frames), points
+
+
+class MeshPipeline:
+    """MediaPipe Face Mesh on the whole frame (padded to a square): its detector finds the face, the mesh places it."""
+
+    def __init__(self):
+        from flmlib.landmarkers.mediapipe_mesh import DEFAULT_MIN_DETECTION_CONFIDENCE, DEFAULT_PYTHON, MeshWorker
+        from flmlib.paths import project_path
+
+        self.worker = MeshWorker(project_path(DEFAULT_PYTHON), DEFAULT_MIN_DETECTION_CONFIDENCE)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        from flmlib.landmarkers.mediapipe_mesh import mesh_to_ibug68
+
+        side = max(frame.shape[:2])
+        square = np.zeros((side, side, 3), np.uint8)
+        square[: frame.shape[0], : frame.shape[1]] = frame
+        mesh = self.worker.run(square[None])[0]
+        return None if not np.isfinite(mesh).all() else mesh_to_ibug68(mesh)
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def measure(pipelines: dict, frames: list[np.ndarray], truth: np.ndarray, rounds: int = 3) -> dict:
+    """Median ms per frame over ``rounds`` passes (pipelines interleaved frame by frame), rate found, NME."""
+    times = {name: [] for name in pipelines}
+    points = {name: [None] * len(frames) for name in pipelines}
+    for frame, _ in zip(frames[:2], range(2)):  # warm-up: worker start, first-call allocations
+        for run in pipelines.values():
+            run(frame)
+    for _ in range(rounds):
+        for i, frame in enumerate(frames):
+            for name, run in pipelines.items():
+                start = time.perf_counter()
+                points[name][i] = run(frame)
+                times[name].append((time.perf_counter() - start) * 1000)
+    out = {}
+    for name in pipelines:
+        found = [i for i, p in enumerate(points[name]) if p is not None]
+        nme = (nme_interocular(np.stack([points[name][i] for i in found]), truth[found], nonfinite="fail")
+               if found else np.array([np.nan]))
+        median = float(np.median(times[name]))
+        out[name] = {"ms_per_frame_median": median, "faces_per_second": 1000.0 / median,
+                     "found_share": len(found) / len(frames), "nme_interocular": float(np.mean(nme)),
+                     "frames": len(frames), "rounds": rounds}
+    return out
+
+
+def run(study, detector_config, prepared_dir, n_frames: int, rounds: int, seed: int, calibration_path=None) -> dict:
+    """Every detector of the study + ``video.method``, and MediaPipe Face Mesh, on ``n_frames`` frames (see the module
+    docstring); ``calibration_path``: the detectors' box calibrations (default ``models/detector_boxes.json``)."""
+    from flmlib.bench import environment
+    from flmlib.face_detectors import build_detector
+    from flmlib.landmarkers import build_method
+
+    frames, truth = make_frames(study, prepared_dir, n_frames, seed)
+    landmarker = build_method(study.method_spec(study.video.method))
+    detectors = {name: build_detector(name, detector_config, calibration_path) for name in detector_config.detectors}
+    pipelines = {f"{name} + {study.video.method}": DetectorPipeline(det, landmarker) for name, det in detectors.items()}
+    mesh = MeshPipeline()
+    pipelines["mediapipe face mesh"] = mesh
+    try:
+        results = measure(pipelines, frames, truth, rounds)
+        for name, det in detectors.items():
+            if hasattr(det.raw, "submit_raw"):  # a detector in a worker process: pipelined on a stream of frames
+                runs = [pipelined_stream(det, landmarker, frames) for _ in range(rounds)]
+                ms = float(np.median([r[0] for r in runs]))
+                found = [i for i, p in enumerate(runs[-1][1]) if p is not None]
+                nme = nme_interocular(np.stack([runs[-1][1][i] for i in found]), truth[found], nonfinite="fail")
+                results[f"{name} + {study.video.method}, pipelined"] = {
+                    "ms_per_frame_median": ms, "faces_per_second": 1000.0 / ms, "found_share": len(found) / len(frames),
+                    "nme_interocular": float(nme.mean()), "frames": len(frames), "rounds": rounds,
+                    "note": "stream throughput: detection of the next frame overlaps landmarking of this one"}
+    finally:
+        mesh.close()
+        for det in detectors.values():
+            det.close()
+    reference = results["mediapipe face mesh"]["ms_per_frame_median"]
+    for entry in results.values():
+        entry["speed_vs_mediapipe"] = reference / entry["ms_per_frame_median"]
+    return {"frame_size": list(FRAME_SIZE), "face_size_px": FACE_SIZE, "test_set": study.video.test_set,
+            "landmarker": study.video.method, "environment": environment(), "pipelines": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flmlib.config import load_config
+    from flmlib.io import write_json
+    from flmlib.train import set_threads
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--detectors", default="detectors.yaml")
+    parser.add_argument("--prepared", default="prepared")
+    parser.add_argument("--frames", type=int, default=60, help="frames (each another test face)")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the frames")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration", default=None, help="detector box calibrations (default: the detectors "
+                                                            "stage's models/detector_boxes.json)")
+    parser.add_argument("--out", default="reports/bench_pipeline.json")
+    args = parser.parse_args(argv)
+    set_threads(1)
+    from flmlib.detector_config import load_detector_config
+
+    study = load_config(args.params)
+    payload = run(study, load_detector_config(args.detectors, study), args.prepared, args.frames, args.rounds,
+                  args.seed, args.calibration)
+    env = payload["environment"]
+    print(f"Whole pipeline on {args.frames} 640x480 frames with one face ({env['cpu']}, "
+          f"{', '.join(env.get('vector_isa') or ['no AVX2'])}), one thread each:")
+    for name, e in payload["pipelines"].items():
+        print(f"  {name:28s} {e['ms_per_frame_median']:7.2f} ms/frame  {e['faces_per_second']:6.1f} faces/s  "
+              f"{e['speed_vs_mediapipe']:5.2f}x MediaPipe  found {e['found_share']:.0%}  NME io {e['nme_interocular']:.4f}")
+    write_json(args.out, payload)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
