@@ -94,7 +94,9 @@ def all_sum(ctx: Context, values: list[float]) -> list[float]:
         return values
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64)
+    # NCCL reduces GPU tensors only; gloo takes CPU tensors.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
 
