@@ -39,3 +39,12 @@ def test_unknown_model_and_too_few_epochs_are_refused(tmp_path):
     with pytest.raises(SystemExit):
         bench_zoo.main(["--epochs", "1", "--out", str(tmp_path / "x")])
     assert not np.any([p.exists() for p in (tmp_path / "x.json", tmp_path / "x.md")])
+
+
+def test_whole_recipe_is_measured_not_extrapolated(tmp_path):
+    report = bench_zoo.main(["--models", "onet_youtube_jaw_masked", "--params", "params.yaml", "--zoo", "",
+                             "--epochs", "1000", "--train-faces", "16", "--val-faces", "4", "--out",
+                             str(tmp_path / "bz")])
+    (row,) = report["models"]
+    assert row["epochs_timed"] == row["recipe_epochs"] == 40
+    assert row["estimated_minutes"] == pytest.approx(sum(row["epoch_seconds"]) / 60)
