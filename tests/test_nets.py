@@ -143,3 +143,33 @@ def test_model_file_round_trips_through_the_landmarker_and_onnx(name, tmp_path):
     from_onnx = CNNLandmarker.from_onnx(tmp_path / "m.onnx").predict(image, boxes)
     assert from_pt.shape == (1, 68, 2)
     np.testing.assert_allclose(from_onnx, from_pt, atol=1e-2)  # pixels; float reassociation only
+
+
+def test_onet_defaults_are_mtcnns_onet():
+    """width 1 and 48 px are the original layers, names and shapes (the study's O-Net model files load unchanged)."""
+    shapes = {k: tuple(v.shape) for k, v in build_model("onet").state_dict().items()}
+    assert shapes["features.0.weight"] == (32, 3, 3, 3) and shapes["features.9.weight"] == (128, 64, 2, 2)
+    assert shapes["fc.1.weight"] == (256, 1152) and shapes["head.weight"] == (136, 256)
+    assert sum(p.numel() for p in build_model("onet").parameters()) == 419_880
+
+
+@pytest.mark.parametrize("width, size", [(0.5, 40), (0.75, 40), (1.0, 32), (1.0, 64)])
+def test_onet_width_and_input_size(width, size):
+    model = build_model("onet", width=width, input_size=size).eval()
+    assert model.input_size == size
+    assert model.features[0].out_channels == round(32 * width)
+    assert model(torch.rand(2, 3, size, size) * 255).shape == (2, 136)
+
+
+def test_onet_refuses_bad_width_and_size():
+    with pytest.raises(ValueError, match="width"):
+        build_model("onet", width=0)
+    with pytest.raises(ValueError, match="input_size"):
+        build_model("onet", input_size=24)
+
+
+def test_mtcnn_weights_refuse_a_slim_onet():
+    from flmlib.pretrained.mtcnn_onet import initialise
+
+    with pytest.raises(ValueError, match="do not fit|shapes"):
+        initialise(build_model("onet", width=0.5))
