@@ -414,8 +414,8 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512)
 class Evaluator:
     """Validation on the plain central box of every face.
 
-    Returns ``val/loss`` (the training loss, box units), ``val/nme_interocular`` (mean over faces; also per source
-    as ``val/nme_interocular_<source>``) and ``val/rmse_box`` (the original study's RMSE / sqrt(w h) of the face
+    Returns ``val/loss`` (the training loss, box units), ``val/nme_interocular`` (mean over the faces that annotate
+    both outer eye corners, i.e. all of them without masks; also per source as ``val/nme_interocular_<source>``) and ``val/rmse_box`` (the original study's RMSE / sqrt(w h) of the face
     box), the last two on image pixels via :mod:`flmlib.metrics`.
     """
 
@@ -427,19 +427,31 @@ class Evaluator:
         # Fully annotated 68-point data takes the plain path (bit for bit what it always computed).
         self.valid = None if split.complete else split.valid
         self.valid_np = None if self.valid is None else self.valid.numpy()
+        # Inter-ocular NME needs both outer eye corners: with masked labels it is the mean over the faces that have
+        # them (the loss and rmse_box still use every face).
+        self.scored = np.ones(len(split), bool)
+        if self.valid_np is not None:
+            right, left = split.scheme.outer_eye_corners
+            self.scored = self.valid_np[:, right] & self.valid_np[:, left]
+            if not self.scored.any():
+                raise ValueError(f"no validation face annotates both outer eye corners (points {right} and {left}), "
+                                 "which inter-ocular NME needs")
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         pred = predict(model, self.images)
         loss = float(self.loss_fn(pred, self.targets, self.valid))
         pred_image = box_units_to_image(pred.numpy(), self.split.boxes)
         gt, is_68 = self.split.landmarks_image, self.split.scheme.name == IBUG68.name
+        rows = self.scored
+        valid = None if self.valid_np is None else self.valid_np[rows]
         if is_68:
-            nme = nme_interocular(pred_image, gt, valid=self.valid_np)
+            nme = nme_interocular(pred_image[rows], gt[rows], valid=valid)
         else:
-            nme = nme_scheme(pred_image, gt, self.split.scheme, self.valid_np)
+            nme = nme_scheme(pred_image[rows], gt[rows], self.split.scheme, valid)
         row = {"val/loss": loss, "val/nme_interocular": float(nme.mean())}
-        for name in sorted(set(self.sources)):
-            row[f"val/nme_interocular_{name}"] = float(nme[self.sources == name].mean())
+        sources = self.sources[rows]
+        for name in sorted(set(sources)):
+            row[f"val/nme_interocular_{name}"] = float(nme[sources == name].mean())
         if is_68:
             row["val/rmse_box"] = float(rmse_box(pred_image, gt, self.split.boxes, valid=self.valid_np).mean())
         return row

@@ -144,3 +144,23 @@ def test_bf16_autocast_trains_and_keeps_fp32_weights(splits, tmp_path):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     with pytest.raises(ValueError, match="precision"):
         tiny(precision="fp16")
+
+
+def test_validation_nme_skips_faces_without_eye_corners(tmp_path):
+    """Masked validation data: inter-ocular NME averages the faces that annotate both outer eye corners; the loss
+    still uses every face; no face with both corners is a clear error."""
+    from flmlib.bench_train import write_synthetic_split
+    from flmlib.losses import build_loss
+    from flmlib.models import build_model
+
+    path = write_synthetic_split(tmp_path / "val.npz", 12, seed=3)
+    split = T.load_training_split(path)
+    model = build_model("onet").eval()
+    full = T.Evaluator(split, build_loss("mse"), 48)(model)
+    split.valid[:4, 36] = False  # four faces lose the right outer eye corner
+    split.valid[:, 60] = False   # and every face one mouth point
+    masked = T.Evaluator(split, build_loss("mse"), 48)(model)
+    assert np.isfinite(masked["val/nme_interocular"]) and masked["val/nme_interocular"] != full["val/nme_interocular"]
+    split.valid[:, 45] = False
+    with pytest.raises(ValueError, match="outer eye corners"):
+        T.Evaluator(split, build_loss("mse"), 48)
