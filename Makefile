@@ -79,10 +79,15 @@ test: data $(MP_STAMP) $(WEIGHT_FILES) lint
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Models `make bench` also quantizes to int8 (flmlib.quantize: accuracy on every test set, network and landmarker
+# speed against float and dlib in one run): `make bench QUANTIZE="onet mobilenet"` picks others.
+QUANTIZE ?= onet onet_half_40
+
 bench: data
 	$(BIN)/python -m flmlib.bench
 	$(BIN)/python -m flmlib.video_stage --bench --out reports/bench_video.json
-	$(BIN)/python -m flmlib.quantize --model models/onet.pt --out reports/bench_quantize.json
+	for m in $(QUANTIZE); do $(BIN)/python -m flmlib.quantize --model models/$$m.pt \
+		--out reports/bench_quantize_$$m.json --int8-out reports/$$m.int8.onnx || exit 1; done
 	$(BIN)/python -m flmlib.bench_pipeline --out reports/bench_pipeline.json
 
 # Screenshots of the rendered report pages (reports/html) in headless Chromium, to look at them as a reader would.

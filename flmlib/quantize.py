@@ -14,8 +14,11 @@ and boxes the comparison uses):
 * speed: ms per face of the network alone (ONNX Runtime, the same inputs), float and int8 at batch 256 and 1, on 1
   and 2 threads, in alternating rounds (medians), with the CPU model and its vector instructions.
 
-It writes ``reports/quantize.json`` and prints a table. The landmarker registry does not run int8 models yet; this
-measures whether it should.
+* the whole landmarkers, image + box -> points: the float model, its int8 model (a ``cnn`` method whose checkpoint is
+  the ``.onnx`` file) and the study's reference method (dlib), timed in one run by :mod:`flmlib.speed`, when
+  ``--model`` is a model of params.yaml.
+
+It writes ``reports/quantize.json`` and prints a table. The pipeline's leaderboard has no int8 method yet.
 """
 from __future__ import annotations
 
@@ -143,6 +146,27 @@ def accuracy(float_bytes: bytes, int8_path: Path, study, prepared_dir: Path, inp
     return out
 
 
+def landmarker_speed(params_path: str | Path, model_id: str, int8_path: Path, prepared: Path, rounds: int = 5) -> dict:
+    """The whole landmarkers (image + box -> 68 points) of ``model_id``, of its int8 model and of the study's
+    reference method (dlib), timed in one run by :func:`flmlib.speed.run` (alternating rounds, batched and single).
+
+    The int8 model runs as a ``cnn`` method whose checkpoint is the ``.onnx`` file (ONNX Runtime), added under the id
+    ``<model_id>_int8`` to a temporary copy of the params file.
+    """
+    import yaml
+
+    from flmlib import speed
+
+    raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
+    int8_id = f"{model_id}_int8"
+    raw["methods"][int8_id] = {"kind": "cnn", "trained_on": f"as {model_id} (int8 weights and activations)",
+                               "options": {"checkpoint": str(Path(int8_path).resolve())}}
+    with tempfile.TemporaryDirectory() as tmp:
+        params = Path(tmp) / "params.yaml"
+        params.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        return speed.run([raw["reference"], model_id, int8_id], prepared, params, rounds=rounds)
+
+
 def markdown(result: dict) -> str:
     rows = ["| test set | AUC@0.08 float | int8 | int8 − float [95% CI] | largest point difference (px) |",
             "|---|---|---|---|---|"]
@@ -154,6 +178,14 @@ def markdown(result: dict) -> str:
         for batch, r in batches.items():
             rows.append(f"| {threads.split('_')[1]} | {batch.split('_')[1]} | {r['float']:.3f} | {r['int8']:.3f} | "
                         f"{r['int8_speedup']:.2f}x |")
+    landmarkers = result.get("landmarker_speed")
+    if landmarkers:
+        rows += ["", "| landmarker (image + box -> points) | ms/face batched | ms/face single | x reference (batched / "
+                     "single) |", "|---|---|---|---|"]
+        for method, r in landmarkers["methods"].items():
+            ratio = r.get("ratio_to_reference", {})
+            rows.append(f"| {method} | {r['batched']['ms_per_face']:.3f} | {r['single']['ms_per_face']:.3f} | "
+                        f"{ratio.get('batched', float('nan')):.1f} / {ratio.get('single', float('nan')):.1f} |")
     env = result["environment"]
     rows += ["", f"{result['model']}, ONNX Runtime {env['onnxruntime']}, network alone (no crop cutting), medians of "
              f"alternating rounds; CPU {env['cpu']} ({', '.join(env['vector_isa'])}). AUC of RMSE / sqrt(w·h) of the "
@@ -193,6 +225,11 @@ def main(argv: list[str] | None = None) -> None:
               "environment": environment(),
               "accuracy": accuracy(float_bytes, int8_path, study, prepared, model.input_size),
               "speed": speed(float_bytes, int8_path, test_images)}
+    model_id = Path(args.model).stem
+    if model_id in study.models and Path(args.model).resolve() == Path(study.model_path(model_id)).resolve():
+        result["landmarker_speed"] = landmarker_speed(args.params, model_id, int8_path, prepared)
+    else:
+        print(f"quantize: {args.model} is not a model of {args.params}: the landmarkers are not timed")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -74,7 +74,10 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
 
     whole = bench_pipeline.run(load_config(p), load_detector_config(detectors_path), prepared, n_frames=2, rounds=1,
                                seed=0, calibration_path=tmp_path / "detector_boxes.json")
-    assert {"hog1 + onet", "blazeface + onet, pipelined", "mediapipe face mesh"} <= set(whole["pipelines"])
+    assert {"hog1 + onet", "blazeface + onet, pipelined", "mediapipe face mesh",
+            "mediapipe face mesh, 2 processes"} <= set(whole["pipelines"])
+    two = whole["pipelines"]["mediapipe face mesh, 2 processes"]
+    assert two["frames"] == 2 and two["found_share"] == whole["pipelines"]["mediapipe face mesh"]["found_share"]
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nTail\n")
     _run("05-report.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"),
