@@ -78,6 +78,14 @@ def time_model(study, model_id: str, epochs: int, train_faces: int, val_faces: i
     }
 
 
+def split_size(path: Path, parser: argparse.ArgumentParser, flag: str) -> int:
+    """Faces in a prepared split (its ``face_id`` array); without the file, a usage error naming the flag to give."""
+    if not path.is_file():
+        parser.error(f"{path} not found: give --{flag.replace('_', '-')} (the number of faces to time with)")
+    with np.load(path, allow_pickle=False) as data:
+        return int(len(data["face_id"]))
+
+
 def machine() -> dict:
     device = resolve_device("auto")
     info = {"device": device.type, "torch": torch.__version__, "python": platform.python_version(),
@@ -113,12 +121,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", nargs="*", help="models to time (default: every trained model)")
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs timed per model, at most its recipe's (default: %(default)s)")
-    parser.add_argument("--train-faces", type=int, default=4513, help="the study's training split (default: %(default)s)")
-    parser.add_argument("--val-faces", type=int, default=507, help="the study's validation split (default: %(default)s)")
+    parser.add_argument("--train-faces", type=int, help="faces per epoch (default: those of prepared/train.npz)")
+    parser.add_argument("--val-faces", type=int, help="validation faces (default: those of prepared/val.npz)")
     parser.add_argument("--out", default=str(project_path("reports/bench_zoo")), help="writes OUT.json and OUT.md")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is warm-up)")
+    for flag, split in (("train_faces", "train"), ("val_faces", "val")):
+        if getattr(args, flag) is None:  # the study's own split sizes, where the prepared data is at hand
+            setattr(args, flag, split_size(project_path(f"prepared/{split}.npz"), parser, flag))
 
     from flmlib.config import load_config
     from flmlib.zoo import merged_study

@@ -48,3 +48,14 @@ def test_whole_recipe_is_measured_not_extrapolated(tmp_path):
     (row,) = report["models"]
     assert row["epochs_timed"] == row["recipe_epochs"] == 40
     assert row["estimated_minutes"] == pytest.approx(sum(row["epoch_seconds"]) / 60)
+
+
+def test_split_sizes_default_to_the_prepared_splits(tmp_path, monkeypatch):
+    """Without --train-faces/--val-faces the sizes come from prepared/*.npz; without those files the flag is named."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    path = bench_zoo.write_timing_split(tmp_path / "train.npz", n=37, crop_size=32, context_factor=2.0, seed=0)
+    assert bench_zoo.split_size(path, parser, "train_faces") == 37
+    with pytest.raises(SystemExit):
+        bench_zoo.split_size(tmp_path / "missing.npz", parser, "val_faces")
