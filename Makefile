@@ -82,13 +82,15 @@ lab: $(STAMP)
 # Models `make bench` also quantizes to int8 (flmlib.quantize: accuracy on every test set, network and landmarker
 # speed against float and dlib in one run): `make bench QUANTIZE="onet mobilenet"` picks others.
 QUANTIZE ?= onet onet_half_40
+# Landmarkers `make bench` puts after every detector in the whole-pipeline benchmark (flmlib.bench_pipeline).
+PIPELINE_METHODS ?= onet onet_half_40
 
 bench: data
 	$(BIN)/python -m flmlib.bench
 	$(BIN)/python -m flmlib.video_stage --bench --out reports/bench_video.json
 	for m in $(QUANTIZE); do $(BIN)/python -m flmlib.quantize --model models/$$m.pt \
 		--out reports/bench_quantize_$$m.json --int8-out reports/$$m.int8.onnx || exit 1; done
-	$(BIN)/python -m flmlib.bench_pipeline --out reports/bench_pipeline.json
+	$(BIN)/python -m flmlib.bench_pipeline --methods $(PIPELINE_METHODS) --out reports/bench_pipeline.json
 
 # Screenshots of the rendered report pages (reports/html) in headless Chromium, to look at them as a reader would.
 # Needs Debian's chromium (`apt-get install chromium`); the flags keep it off the network.

@@ -1,4 +1,4 @@
-"""Whole pipeline, image in and landmarks out: each registered detector in front of the study's landmarker, against
+"""Whole pipeline, image in and landmarks out: each registered detector in front of each chosen landmarker, against
 MediaPipe Face Mesh (its own BlazeFace detector and mesh), in one run on this machine.
 
 Frames: 640x480 stills, each a seeded test face of ``video.test_set`` placed at the centre with a face box of about
@@ -9,12 +9,19 @@ of frames where it found the face, and the inter-ocular NME of its points on tho
 mesh mapped to the 68 points, so its jaw is not iBUG's). MediaPipe and BlazeFace both run in a worker process of the
 MediaPipe environment, so both times include passing the frame to it (about 1 MB).
 
-``python -m flmlib.bench_pipeline --out reports/bench_pipeline.json`` (part of ``make bench``).
+Stream pipelines (a webcam's throughput on both cores), the streams alternating pass by pass: a detector in a worker
+process one frame ahead of the landmarker ("pipelined"), two such workers each on every other frame ("on 2
+workers"), and two Face Mesh workers each on every other frame ("2 processes").
+
+``python -m flmlib.bench_pipeline --methods onet onet_half_40 --out reports/bench_pipeline.json`` (part of
+``make bench``; ``--methods`` default: ``video.method`` of params.yaml).
 """
 from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -75,6 +82,24 @@ def pipelined_stream(detector, landmarker, frames: list[np.ndarray]) -> tuple[fl
     return (time.perf_counter() - start) * 1000 / len(frames), points
 
 
+def two_detector_stream(detectors, landmarker, frames: list[np.ndarray]) -> tuple[float, list]:
+    """Landmarks of a stream of frames with two detector worker processes, each detecting every other frame, two
+    frames ahead of the landmarker: both cores detect while this process landmarks. Returns (ms per frame over the
+    stream, points of each frame or None)."""
+    points = [None] * len(frames)
+    start = time.perf_counter()
+    for k in range(min(2, len(frames))):
+        detectors[k].submit(frames[k])
+    for k, frame in enumerate(frames):
+        detector = detectors[k % 2]
+        boxes = detector.receive()
+        if k + 2 < len(frames):
+            detector.submit(frames[k + 2])
+        if len(boxes):
+            points[k] = landmarker.predict(frame, boxes[:1])[0]
+    return (time.perf_counter() - start) * 1000 / len(frames), points
+
+
 class MeshPipeline:
     """MediaPipe Face Mesh on the whole frame (padded to a square): its detector finds the face, the mesh places it."""
 
@@ -97,32 +122,48 @@ class MeshPipeline:
         self.worker.close()
 
 
-def mesh_two_process_stream(frames: list[np.ndarray], rounds: int) -> tuple[float, list]:
+class TwoMeshStream:
     """MediaPipe Face Mesh on both cores: two worker processes, each landmarking every other frame of the stream
-    (one thread per worker waits on its pipe, so the GIL is free). Returns (median ms per frame over ``rounds``
-    passes of the stream, points of each frame of the last pass or None)."""
-    from concurrent.futures import ThreadPoolExecutor
+    (one thread per worker waits on its pipe, so the GIL is free)."""
 
-    meshes = [MeshPipeline(), MeshPipeline()]
-    points: list = [None] * len(frames)
+    def __init__(self, warmup_frame: np.ndarray):
+        from concurrent.futures import ThreadPoolExecutor
 
-    def share(j: int) -> None:
-        for k in range(j, len(frames), 2):
-            points[k] = meshes[j](frames[k])
+        self.meshes = [MeshPipeline(), MeshPipeline()]
+        self.pool = ThreadPoolExecutor(2)
+        for mesh in self.meshes:  # warm-up: worker start and first-call allocations
+            mesh(warmup_frame)
 
-    try:
-        for mesh in meshes:  # warm-up: worker start and first-call allocations
-            mesh(frames[0])
-        times = []
-        with ThreadPoolExecutor(2) as pool:
-            for _ in range(rounds):
-                start = time.perf_counter()
-                list(pool.map(share, (0, 1)))
-                times.append((time.perf_counter() - start) * 1000 / len(frames))
-    finally:
-        for mesh in meshes:
+    def __call__(self, frames: list[np.ndarray]) -> tuple[float, list]:
+        """One pass over the stream: (ms per frame, points of each frame or None)."""
+        points: list = [None] * len(frames)
+
+        def share(j: int) -> None:
+            for k in range(j, len(frames), 2):
+                points[k] = self.meshes[j](frames[k])
+
+        start = time.perf_counter()
+        list(self.pool.map(share, (0, 1)))
+        return (time.perf_counter() - start) * 1000 / len(frames), points
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for mesh in self.meshes:
             mesh.close()
-    return float(np.median(times)), points
+
+
+def measure_streams(streams: dict[str, tuple[Callable[[], tuple[float, list]], str]], truth: np.ndarray,
+                    rounds: int) -> dict:
+    """Stream throughput: each ``streams[name] = (one_pass, note)`` run ``rounds`` times, the streams alternating
+    round by round (so they share the machine's noise). Entries as :func:`measure`'s, from the median pass."""
+    times: dict[str, list[float]] = {name: [] for name in streams}
+    points: dict[str, list] = {}
+    for _ in range(rounds):
+        for name, (one_pass, _) in streams.items():
+            ms, points[name] = one_pass()
+            times[name].append(ms)
+    return {name: _stream_entry(float(np.median(times[name])), points[name], truth, rounds, note)
+            for name, (_, note) in streams.items()}
 
 
 def _stream_entry(ms: float, points: list, truth: np.ndarray, rounds: int, note: str) -> dict:
@@ -157,39 +198,55 @@ def measure(pipelines: dict, frames: list[np.ndarray], truth: np.ndarray, rounds
     return out
 
 
-def run(study, detector_config, prepared_dir, n_frames: int, rounds: int, seed: int, calibration_path=None) -> dict:
-    """Every detector of the study + ``video.method``, and MediaPipe Face Mesh, on ``n_frames`` frames (see the module
-    docstring); ``calibration_path``: the detectors' box calibrations (default ``models/detector_boxes.json``)."""
+def run(study, detector_config, prepared_dir, n_frames: int, rounds: int, seed: int, calibration_path=None,
+        methods: Sequence[str] | None = None, stream_rounds: int = 9) -> dict:
+    """Every detector of the study followed by each landmarker of ``methods`` (methods of params.yaml; default
+    ``video.method``), and MediaPipe Face Mesh, on ``n_frames`` frames (see the module docstring);
+    ``calibration_path``: the detectors' box calibrations (default ``models/detector_boxes.json``); ``rounds``
+    passes per pipeline frame by frame, ``stream_rounds`` passes per stream pipeline."""
     from flmlib.bench import environment
     from flmlib.face_detectors import build_detector
     from flmlib.landmarkers import build_method
 
     frames, truth = make_frames(study, prepared_dir, n_frames, seed)
-    landmarker = build_method(study.method_spec(study.video.method))
+    methods = list(methods or [study.video.method])
+    landmarkers = {method: build_method(study.method_spec(method)) for method in methods}
     detectors = {name: build_detector(name, detector_config, calibration_path) for name in detector_config.detectors}
-    pipelines = {f"{name} + {study.video.method}": DetectorPipeline(det, landmarker) for name, det in detectors.items()}
+    pipelines = {f"{name} + {method}": DetectorPipeline(det, landmarker)
+                 for name, det in detectors.items() for method, landmarker in landmarkers.items()}
     mesh = MeshPipeline()
     pipelines["mediapipe face mesh"] = mesh
+    opened: dict = {}  # second detector workers and the two Face Mesh workers, closed at the end
     try:
         results = measure(pipelines, frames, truth, rounds)
+        # Detectors in a worker process, pipelined on a stream of frames with one worker and with two, against Face
+        # Mesh on two processes.
+        streams = {}
         for name, det in detectors.items():
-            if hasattr(det.raw, "submit_raw"):  # a detector in a worker process: pipelined on a stream of frames
-                runs = [pipelined_stream(det, landmarker, frames) for _ in range(rounds)]
-                results[f"{name} + {study.video.method}, pipelined"] = _stream_entry(
-                    float(np.median([r[0] for r in runs])), runs[-1][1], truth, rounds,
+            if not hasattr(det.raw, "submit_raw"):
+                continue
+            second = opened[name] = build_detector(name, detector_config, calibration_path)
+            second.detect(frames[0])  # warm-up: worker start
+            for method, landmarker in landmarkers.items():
+                streams[f"{name} + {method}, pipelined"] = (
+                    partial(pipelined_stream, det, landmarker, frames),
                     "stream throughput: detection of the next frame overlaps landmarking of this one")
-        ms, points = mesh_two_process_stream(frames, rounds)
-        results["mediapipe face mesh, 2 processes"] = _stream_entry(
-            ms, points, truth, rounds, "stream throughput: two Face Mesh workers, each on every other frame")
+                streams[f"{name} on 2 workers + {method}, pipelined"] = (
+                    partial(two_detector_stream, (det, second), landmarker, frames),
+                    "stream throughput: two detector workers, each on every other frame, ahead of the landmarker")
+        two_mesh = opened["mediapipe face mesh, 2 processes"] = TwoMeshStream(frames[0])
+        streams["mediapipe face mesh, 2 processes"] = (
+            partial(two_mesh, frames), "stream throughput: two Face Mesh workers, each on every other frame")
+        results.update(measure_streams(streams, truth, stream_rounds))
     finally:
         mesh.close()
-        for det in detectors.values():
+        for det in [*detectors.values(), *opened.values()]:
             det.close()
     reference = results["mediapipe face mesh"]["ms_per_frame_median"]
     for entry in results.values():
         entry["speed_vs_mediapipe"] = reference / entry["ms_per_frame_median"]
     return {"frame_size": list(FRAME_SIZE), "face_size_px": FACE_SIZE, "test_set": study.video.test_set,
-            "landmarker": study.video.method, "environment": environment(), "pipelines": results}
+            "landmarkers": methods, "environment": environment(), "pipelines": results}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,9 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepared", default="prepared")
     parser.add_argument("--frames", type=int, default=60, help="frames (each another test face)")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the frames")
+    parser.add_argument("--stream-rounds", type=int, default=9,
+                        help="passes over the frames of each stream pipeline (pipelined, 2 workers, 2 processes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibration", default=None, help="detector box calibrations (default: the detectors "
                                                             "stage's models/detector_boxes.json)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="landmarkers (methods of params.yaml) after each detector (default: video.method)")
     parser.add_argument("--out", default="reports/bench_pipeline.json")
     args = parser.parse_args(argv)
     set_threads(1)
@@ -213,12 +274,12 @@ def main(argv: list[str] | None = None) -> int:
 
     study = load_config(args.params)
     payload = run(study, load_detector_config(args.detectors, study), args.prepared, args.frames, args.rounds,
-                  args.seed, args.calibration)
+                  args.seed, args.calibration, args.methods, args.stream_rounds)
     env = payload["environment"]
     print(f"Whole pipeline on {args.frames} 640x480 frames with one face ({env['cpu']}, "
           f"{', '.join(env.get('vector_isa') or ['no AVX2'])}), one thread each:")
     for name, e in payload["pipelines"].items():
-        print(f"  {name:28s} {e['ms_per_frame_median']:7.2f} ms/frame  {e['faces_per_second']:6.1f} faces/s  "
+        print(f"  {name:48s} {e['ms_per_frame_median']:7.2f} ms/frame  {e['faces_per_second']:6.1f} faces/s  "
               f"{e['speed_vs_mediapipe']:5.2f}x MediaPipe  found {e['found_share']:.0%}  NME io {e['nme_interocular']:.4f}")
     write_json(args.out, payload)
     print(f"wrote {args.out}")

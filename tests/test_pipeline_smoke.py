@@ -78,6 +78,10 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
             "mediapipe face mesh, 2 processes"} <= set(whole["pipelines"])
     two = whole["pipelines"]["mediapipe face mesh, 2 processes"]
     assert two["frames"] == 2 and two["found_share"] == whole["pipelines"]["mediapipe face mesh"]["found_share"]
+    pair = whole["pipelines"]["blazeface on 2 workers + onet, pipelined"]
+    single = whole["pipelines"]["blazeface + onet, pipelined"]
+    assert pair["frames"] == 2 and pair["found_share"] == single["found_share"]
+    assert pair["nme_interocular"] == pytest.approx(single["nme_interocular"], rel=1e-5)  # same boxes, same points
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nTail\n")
     _run("05-report.ipynb", tmp_path, params_path=p, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"),
