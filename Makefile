@@ -82,6 +82,9 @@ lab: $(STAMP)
 # Models `make bench` also quantizes to int8 (flmlib.quantize: accuracy on every test set, network and landmarker
 # speed against float and dlib in one run): `make bench QUANTIZE="onet mobilenet"` picks others.
 QUANTIZE ?= onet onet_half_40
+# Methods `make bench` also times with torch (ATen, oneDNN) and OpenCV held to AVX2, as on a CPU without AVX-512
+# (reports/speed_avx2.json; the reference method, dlib, gives the ratios).
+AVX2_METHODS ?= dlib onet onet_half_40
 # Landmarkers `make bench` puts after every detector in the whole-pipeline benchmark (flmlib.bench_pipeline).
 PIPELINE_METHODS ?= onet onet_half_40
 
@@ -91,6 +94,8 @@ bench: data
 	for m in $(QUANTIZE); do $(BIN)/python -m flmlib.quantize --model models/$$m.pt \
 		--out reports/bench_quantize_$$m.json --int8-out reports/$$m.int8.onnx || exit 1; done
 	$(BIN)/python -m flmlib.bench_pipeline --methods $(PIPELINE_METHODS) --out reports/bench_pipeline.json
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OPENCV_CPU_DISABLE=AVX512-SKX \
+		$(BIN)/python -m flmlib.speed --methods $(AVX2_METHODS) --out reports/speed_avx2.json
 
 # Screenshots of the rendered report pages (reports/html) in headless Chromium, to look at them as a reader would.
 # Needs Debian's chromium (`apt-get install chromium`); the flags keep it off the network.

@@ -510,6 +510,20 @@ def vector_isa() -> list[str]:
     return [f for f in ISA_FLAGS if f in flags]
 
 
+#: Environment variables that cap the vector instructions torch (ATen, oneDNN) and OpenCV use: set to time, on a newer
+#: CPU, how one with AVX2 only runs (``make bench`` does, for reports/speed_avx2.json).
+ISA_LIMIT_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENCV_CPU_DISABLE")
+
+
+def isa_in_use() -> dict:
+    """What torch's own kernels and OpenCV dispatch to in this process (OpenCV marks unused features with ``?``), and
+    the ISA-capping variables of :data:`ISA_LIMIT_VARIABLES` that are set."""
+    import cv2
+
+    return {"torch": torch.backends.cpu.get_cpu_capability(), "opencv": cv2.getCPUFeaturesLine(),
+            "limits": {name: os.environ[name] for name in ISA_LIMIT_VARIABLES if name in os.environ}}
+
+
 def environment() -> dict:
     import dlib
     import onnxruntime
@@ -525,7 +539,8 @@ def environment() -> dict:
                                 text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"cpu": cpu, "vector_isa": vector_isa(), "cores_available": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu, "vector_isa": vector_isa(), "isa_in_use": isa_in_use(),
+            "cores_available": len(os.sched_getaffinity(0)),
             "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "dlib": dlib.__version__, "numpy": np.__version__, "git_commit": commit,

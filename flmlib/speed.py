@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     env = result["environment"]
-    print(f"{env['cpu']} ({', '.join(env['vector_isa']) or 'no AVX'}), torch threads {result['torch_threads']}")
+    limits = env["isa_in_use"]["limits"]
+    print(f"{env['cpu']} ({', '.join(env['vector_isa']) or 'no AVX'}), torch threads {result['torch_threads']},"
+          f" torch kernels {env['isa_in_use']['torch']}" + (f", limited by {limits}" if limits else ""))
     for method, entry in result["methods"].items():
         if "skipped" in entry:
             print(f"{method:>20}: skipped ({entry['skipped']})")

@@ -1,6 +1,6 @@
 """``flm video``: landmarks on every frame of a video, smoothed, drawn (or a mask applied) into a new video.
 
-    flm video IN --out OUT [--method ID] [--checkpoint FILE] [--mask NAME] [--upsample N]
+    flm video IN --out OUT [--method ID] [--checkpoint FILE] [--detector ID] [--mask NAME] [--upsample N]
               [--min-cutoff F] [--beta F] [--d-cutoff F] [--no-smoothing] [-q]
 
 Wire it into ``flm`` with ``add_parser(subparsers)`` (it sets ``func=run``); :func:`run` returns the exit codes of
@@ -14,7 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from flmlib.cli import EXIT_INPUT_SKIPPED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, MAX_UPSAMPLE, checkpoint_path, method_ids
+from flmlib.cli import (EXIT_INPUT_SKIPPED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, MAX_UPSAMPLE, checkpoint_path,
+                        load_detector_ids, method_ids)
 from flmlib.smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF
 
 VIDEO_EXIT_CODES = {
@@ -50,17 +51,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from flmlib.video import CODECS
 
     methods = method_ids()
+    detectors = load_detector_ids()
     smoothing = smoothing_defaults()
     parser = subparsers.add_parser(
         "video", help="landmarks on every frame of a video (tracked, smoothed, drawn or masked)",
         description=textwrap.fill(
-            "Find the main face of every frame of IN with dlib's HOG detector (the largest face, then the detection"
+            "Find the main face of every frame of IN with a face detector of detectors.yaml (default the study's"
+            " dlib HOG; --detector blazeface runs in real time) (the largest face, then the detection"
             " that overlaps the previous frame's box most; a frame where the detector misses it reuses the tracked"
             " box), place 68 landmarks with any method of the study"
             f" ({', '.join(methods)}; default {methods[0]}), smooth them over time with a One-Euro filter, and"
             " write OUT with the points drawn (or, with --mask, the mask applied), same size and frame rate. Prints"
             " the counts and the throughput (frames/s with and without the detector).", width=100),
-        epilog=_codes_text() + "\n\nexample:\n  flm video clip.mp4 --out clip-landmarks.mp4 --method dlib",
+        epilog=_codes_text() + "\n\nexamples:\n  flm video clip.mp4 --out clip-landmarks.mp4 --method dlib"
+               "\n  flm video webcam.mp4 --out fast.mp4 --detector blazeface --method onet_half_40",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", metavar="IN", help="input video (anything OpenCV's FFmpeg can decode)")
@@ -72,8 +76,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="model file of a method trained by the study (default: its models/<method>.pt)")
     parser.add_argument("--mask", default=None, metavar="NAME",
                         help="apply this mask of flmlib.masks to the face instead of drawing the points")
+    parser.add_argument("--detector", choices=detectors, default=None,
+                        help="face detector, an id of detectors.yaml (default: its detector_study.default, the"
+                             " study's HOG; others need the box calibration of `dvc repro detectors`)")
     parser.add_argument("--upsample", type=int, default=None,
-                        help="HOG detector upsampling (default: prepare.upsample from params.yaml, as in the study)")
+                        help="HOG detector upsampling (default: the detector's, prepare.upsample for the study's)")
     parser.add_argument("--min-cutoff", type=float, default=smoothing["min_cutoff"],
                         help="One-Euro cutoff of a still point, Hz: lower is steadier but lags more"
                              " (default: %(default)s, video.min_cutoff of params.yaml)")
@@ -120,8 +127,9 @@ def _check_output(out: Path, inp: Path) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``flm video`` with parsed arguments; returns the exit code (:data:`VIDEO_EXIT_CODES`)."""
+    from flmlib.cli import detector_predictor
     from flmlib.config import load_config
-    from flmlib.video import MaskError, VideoError, open_video, process_video, resolve_landmarker
+    from flmlib.video import MaskError, VideoError, open_video, process_video
 
     problem = _check_args(args)
     if problem:
@@ -141,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and spec.kind != "cnn":
         _error(f"--checkpoint is for methods trained by the study; {args.method} ({spec.kind}) brings its own model")
         return EXIT_USAGE
-    checkpoint = checkpoint_path(args.checkpoint, spec.options["checkpoint"]) if spec.kind == "cnn" else None
+    kwargs = {"checkpoint": checkpoint_path(args.checkpoint, spec.options["checkpoint"])} if spec.kind == "cnn" else {}
     try:
-        landmarker = resolve_landmarker(args.method, checkpoint)
+        predictor, _ = detector_predictor(args.detector, args.upsample, args.method, kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         hint = (f" (train it with `make repro`, or `.venv/bin/dvc repro train@{spec.model}`)"
                 if spec.kind == "cnn" and args.checkpoint is None and isinstance(exc, FileNotFoundError) else "")
@@ -152,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
     smoothing = {"min_cutoff": args.min_cutoff, "beta": args.beta, "d_cutoff": args.d_cutoff,
                  "smooth": not args.no_smoothing}
     try:
-        stats = process_video(inp, out, method=landmarker, mask=args.mask, smoothing=smoothing,
-                              upsample=args.upsample, progress=not args.quiet)
+        stats = process_video(inp, out, method=predictor, mask=args.mask, smoothing=smoothing,
+                              progress=not args.quiet)
     except (VideoError, MaskError) as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -162,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INPUT_SKIPPED
     missing = stats["frames_without_face"]
     if missing:
-        _error(f"{inp}: {missing} of {stats['frames']} frame(s) have no landmarks (no face found by the dlib HOG"
-               f" detector, upsample {stats['upsample']}, and none tracked to bridge from)")
+        _error(f"{inp}: {missing} of {stats['frames']} frame(s) have no landmarks (no face found by the"
+               f" {predictor.detector_text}, and none tracked to bridge from)")
     if not args.quiet:
         print(f"{inp}: {stats['frames']} frames ({stats['width']}x{stats['height']}, {stats['fps']:.2f} fps),"
               f" {stats['frames_with_face']} with a face ({stats['bridged']} detector misses bridged by tracking),"

@@ -246,7 +246,8 @@ def test_cli_help(capsys):
         cli("--help")
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--out", "--method", "--mask", "--upsample", "--min-cutoff", "--beta", "--d-cutoff", "exit codes"):
+    for flag in ("--out", "--method", "--detector", "--mask", "--upsample", "--min-cutoff", "--beta", "--d-cutoff",
+                 "exit codes"):
         assert flag in text
 
 
@@ -285,3 +286,30 @@ def test_cli_runs_dlib(video_file, tmp_path, capsys):
     assert "1 detector misses bridged" in printed and "frames/s with detection" in printed
     frames, _ = read_frames(out)
     assert len(frames) == N_FRAMES and frames[0].shape == (240, 240, 3)
+
+
+@pytest.mark.skipif(not __import__("flmlib.paths", fromlist=["x"]).project_path(".venv-mediapipe/bin/python").exists(),
+                    reason="the MediaPipe environment is not built (make mediapipe-env)")
+def test_cli_detector_option_runs_blazeface_with_its_calibration(video_file, tmp_path, capsys, monkeypatch):
+    from flmlib import face_detectors
+    from flmlib.face_detectors import BoxCalibration, write_calibrations
+
+    args = [video_file, "--method", "dlib", "--detector", "blazeface"]
+    monkeypatch.setattr(face_detectors, "CALIBRATION_PATH", str(tmp_path / "none.json"))
+    assert cli(*args, "--out", tmp_path / "a.avi") == 3  # no calibration yet: named, nothing written
+    assert "dvc repro detectors" in capsys.readouterr().err and not (tmp_path / "a.avi").exists()
+    calibration = write_calibrations(tmp_path / "boxes.json", {"blazeface": BoxCalibration(faces=5)}, "identity")
+    monkeypatch.setattr(face_detectors, "CALIBRATION_PATH", str(calibration))
+    out = tmp_path / "b.avi"
+    code = cli(*args, "--out", out)
+    printed = capsys.readouterr()
+    assert code in (0, 1) and len(read_frames(out)[0]) == N_FRAMES
+    assert "HOG" not in printed.err  # a frame without a face names BlazeFace, not the default detector
+    with pytest.raises(SystemExit) as usage:  # an unknown detector is a command-line error (exit 2)
+        cli(video_file, "--out", tmp_path / "c.avi", "--detector", "yolo")
+    assert usage.value.code == 2 and "hog1" in capsys.readouterr().err
+
+
+def test_cli_detector_option_takes_a_hog_entry_upsampling(video_file, tmp_path, capsys):
+    assert cli(video_file, "--out", tmp_path / "o.avi", "--method", "dlib", "--detector", "hog0") in (0, 1)
+    assert "frames/s with detection" in capsys.readouterr().out
