@@ -23,7 +23,7 @@ from pathlib import Path
 
 # The framing helpers live beside the Face Mesh worker; a plain-module import keeps flmlib's package out of here.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "landmarkers"))
-from mediapipe_worker import _protocol_stdout, read_frame, write_frame  # noqa: E402
+from mediapipe_worker import _protocol_stdout, serve  # noqa: E402
 
 PROTOCOL_VERSION = 1
 ROW = 5
@@ -45,12 +45,9 @@ def main(argv=None) -> int:
 
     detector = face_detection.FaceDetection(model_selection=MODELS[args.model],
                                             min_detection_confidence=args.min_detection_confidence)
-    write_frame(out, np.array([PROTOCOL_VERSION, ROW, os.getpid()], np.int64))
-    stdin = sys.stdin.buffer
-    while True:
-        image = read_frame(stdin)
-        if image is None:
-            break
+
+    def detect(image):
+        """``(H, W, 3) uint8`` RGB image -> ``(K, 5) float32`` rows ``x0, y0, x1, y1, score``, best first."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"request must be an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
         height, width = image.shape[:2]
@@ -62,7 +59,9 @@ def main(argv=None) -> int:
             x0, y0 = box.xmin * width - 0.5, box.ymin * height - 0.5
             rows.append((x0, y0, x0 + box.width * width, y0 + box.height * height, det.score[0]))
         rows.sort(key=lambda r: -r[4])
-        write_frame(out, np.array(rows, np.float32).reshape(-1, ROW))
+        return np.array(rows, np.float32).reshape(-1, ROW)
+
+    serve(out, np.array([PROTOCOL_VERSION, ROW, os.getpid()], np.int64), detect)
     detector.close()
     return 0
 

@@ -261,6 +261,19 @@ def detector_predictor(detector_id: str | None, upsample: int | None, method: st
     return predictor, {"name": detector_id, "kind": entry.kind, **entry.options}
 
 
+def command_predictor(args: argparse.Namespace, spec, landmarker_kwargs: dict):
+    """:func:`detector_predictor` for a command's parsed ``--detector``, ``--upsample``, ``--method`` and
+    ``--checkpoint``; prints why and returns ``None`` when the landmarker or detector cannot be loaded (with a hint
+    when a trained model file is missing)."""
+    try:
+        return detector_predictor(args.detector, args.upsample, args.method, landmarker_kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        hint = (f" (train it with `make repro`, or `.venv/bin/dvc repro train@{spec.model}`)"
+                if spec.kind == "cnn" and args.checkpoint is None and isinstance(exc, FileNotFoundError) else "")
+        _error(f"cannot load the {args.method} landmarker: {exc}{hint}")
+        return None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
@@ -275,13 +288,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if spec.kind == "cnn":  # a model trained by the study: these options choose its file and runtime
         kwargs = {"checkpoint": checkpoint_path(args.checkpoint, spec.options["checkpoint"]), "backend": args.backend,
                   "device": args.device, "batch_size": args.batch_size}
-    try:
-        predictor, detector_info = detector_predictor(args.detector, args.upsample, args.method, kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
-        hint = (f" (train it with `make repro`, or `.venv/bin/dvc repro train@{spec.model}`)"
-                if spec.kind == "cnn" and args.checkpoint is None and isinstance(exc, FileNotFoundError) else "")
-        _error(f"cannot load the {args.method} landmarker: {exc}{hint}")
+    loaded = command_predictor(args, spec, kwargs)
+    if loaded is None:
         return EXIT_MODEL
+    predictor, detector_info = loaded
     inputs = checked_inputs(args)
     if inputs is None:
         return EXIT_USAGE

@@ -33,6 +33,10 @@ from flmlib.paths import project_path
 
 #: Where the ``detectors`` stage writes the fitted box calibrations (relative to the project root).
 CALIBRATION_PATH = "models/detector_boxes.json"
+#: BlazeFace's worker (run by file path in the MediaPipe environment) and the size of its answer's rows
+#: (``x0, y0, x1, y1, score``).
+BLAZEFACE_SCRIPT = Path(__file__).with_name("blazeface_worker.py")
+BLAZEFACE_ROW = 5
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,12 @@ class BlazeFaceDetector:
 
     def __init__(self, model: str = "short", min_confidence: float = 0.5, python: str | Path | None = None,
                  timeout: float = 300.0):
-        from flmlib.landmarkers.mediapipe_mesh import DEFAULT_PYTHON
+        from flmlib.landmarkers.mediapipe_mesh import DEFAULT_PYTHON, MeshWorker
 
         if model not in ("short", "full"):
             raise ValueError(f"mediapipe_blazeface model={model!r}: use short or full")
-        worker_class = _blazeface_worker_class()
-        self.worker = worker_class(project_path(python or DEFAULT_PYTHON), model, float(min_confidence), timeout)
+        self.worker = MeshWorker(project_path(python or DEFAULT_PYTHON), float(min_confidence), timeout,
+                                 script=BLAZEFACE_SCRIPT, args=["--model", model], row_size=BLAZEFACE_ROW)
 
     def detect_raw(self, image: np.ndarray) -> np.ndarray:
         self.submit_raw(image)
@@ -110,67 +114,14 @@ class BlazeFaceDetector:
 
     def submit_raw(self, image: np.ndarray) -> None:
         """Send ``image`` to the worker and return at once: it detects while the caller does other work."""
-        self.worker.send_image(np.ascontiguousarray(image, np.uint8))
+        self.worker.send(np.ascontiguousarray(image, np.uint8))
 
     def receive_raw(self) -> np.ndarray:
         """The boxes of the image sent last by :meth:`submit_raw`."""
-        return self.worker.receive()[:, :4].astype(np.float32)
+        return self.worker.receive("detecting faces").reshape(-1, BLAZEFACE_ROW)[:, :4].astype(np.float32)
 
     def close(self) -> None:
         self.worker.close()
-
-
-def _blazeface_worker_class():
-    """The worker client, built on the Face Mesh worker's (same process handling, another script and reply)."""
-    import io
-    import os
-    import subprocess
-    import tempfile
-    import weakref
-
-    from flmlib.landmarkers import mediapipe_mesh as mm
-
-    script = Path(__file__).with_name("blazeface_worker.py")
-
-    class Worker(mm.MeshWorker):
-        def __init__(self, python: Path, model: str, min_confidence: float, timeout: float):
-            super().__init__(python, min_confidence, timeout)
-            self.args = ["--model", model, "--min-detection-confidence", repr(min_confidence)]
-
-        def _start(self) -> None:  # the Face Mesh worker's start, with this script and its hello
-            if not self.python.exists():
-                raise FileNotFoundError(mm.missing_python_message(self.python))
-            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "MPLBACKEND")}
-            env["MPLBACKEND"] = "Agg"
-            self._stderr = tempfile.TemporaryFile()
-            self._proc = subprocess.Popen([str(self.python), "-I", str(script), *self.args], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=self._stderr, env=env)
-            self._finalizer = weakref.finalize(self, mm._stop_process, self._proc, self._stderr)
-            hello = self._read_frame("starting")
-            if hello.shape != (3,) or int(hello[1]) != 5:
-                self._fail(f"answered its start with {hello!r}, expected [protocol, 5, pid]")
-
-        def send_image(self, image: np.ndarray) -> None:
-            """Send one request; :meth:`receive` reads its answer (one request in flight at a time)."""
-            with self._lock:
-                if not self.running:
-                    self._cleanup()
-                    self._start()
-                buf = io.BytesIO()
-                np.save(buf, image, allow_pickle=False)
-                data = buf.getvalue()
-                try:
-                    self._proc.stdin.write(mm._LEN.pack(len(data)) + data)
-                    self._proc.stdin.flush()
-                except (BrokenPipeError, OSError) as exc:
-                    self._fail(f"stopped reading its input ({exc})")
-
-        def receive(self) -> np.ndarray:
-            """``(K, 5) float32`` rows ``x0, y0, x1, y1, score`` for the request sent last."""
-            with self._lock:
-                return self._read_frame("detecting faces").reshape(-1, 5)
-
-    return Worker
 
 
 def _mtcnn(**options):

@@ -127,7 +127,7 @@ def _check_output(out: Path, inp: Path) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``flm video`` with parsed arguments; returns the exit code (:data:`VIDEO_EXIT_CODES`)."""
-    from flmlib.cli import detector_predictor
+    from flmlib.cli import command_predictor
     from flmlib.config import load_config
     from flmlib.video import MaskError, VideoError, open_video, process_video
 
@@ -150,13 +150,10 @@ def run(args: argparse.Namespace) -> int:
         _error(f"--checkpoint is for methods trained by the study; {args.method} ({spec.kind}) brings its own model")
         return EXIT_USAGE
     kwargs = {"checkpoint": checkpoint_path(args.checkpoint, spec.options["checkpoint"])} if spec.kind == "cnn" else {}
-    try:
-        predictor, _ = detector_predictor(args.detector, args.upsample, args.method, kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
-        hint = (f" (train it with `make repro`, or `.venv/bin/dvc repro train@{spec.model}`)"
-                if spec.kind == "cnn" and args.checkpoint is None and isinstance(exc, FileNotFoundError) else "")
-        _error(f"cannot load the {args.method} landmarker: {exc}{hint}")
+    loaded = command_predictor(args, spec, kwargs)
+    if loaded is None:
         return EXIT_MODEL
+    predictor = loaded[0]
     smoothing = {"min_cutoff": args.min_cutoff, "beta": args.beta, "d_cutoff": args.d_cutoff,
                  "smooth": not args.no_smoothing}
     try:

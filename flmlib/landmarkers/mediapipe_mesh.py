@@ -151,15 +151,27 @@ def crop_to_image(points: np.ndarray, box: np.ndarray, crop_factor: float, crop_
 
 
 class MeshWorker:
-    """Client of one :mod:`~flmlib.landmarkers.mediapipe_worker` process (started lazily, reused, thread-safe).
+    """Client of one worker process of the MediaPipe environment (started lazily, reused, thread-safe): by default the
+    Face Mesh worker (:mod:`~flmlib.landmarkers.mediapipe_worker`); another worker script that speaks the same framing
+    (BlazeFace's, :mod:`flmlib.blazeface_worker`) with ``script``, ``args`` and ``row_size``.
 
     The worker's stderr (MediaPipe's logging) goes to a temporary file, never to the protocol pipe and never to a pipe
     nobody reads (which would stall the worker once full); its tail is quoted when the worker fails.
+
+    Args:
+        python: the MediaPipe environment's interpreter.
+        min_detection_confidence: passed to the worker as ``--min-detection-confidence``.
+        timeout: seconds to wait for any answer before the worker counts as hung.
+        script: the worker script, run by file path.
+        args: further command-line arguments of the worker.
+        row_size: the second number of the worker's start-up frame ``[protocol, row_size, pid]`` (468 mesh vertices
+            for Face Mesh), checked so that a wrong script fails at start.
     """
 
-    def __init__(self, python: Path, min_detection_confidence: float, timeout: float = DEFAULT_TIMEOUT):
-        self.python = Path(python)
-        self.args = ["--min-detection-confidence", repr(float(min_detection_confidence))]
+    def __init__(self, python: Path, min_detection_confidence: float, timeout: float = DEFAULT_TIMEOUT,
+                 script: Path = WORKER_SCRIPT, args: Sequence[str] = (), row_size: int = N_MESH):
+        self.python, self.script, self.row_size = Path(python), Path(script), int(row_size)
+        self.args = ["--min-detection-confidence", repr(float(min_detection_confidence)), *args]
         self.timeout = float(timeout)
         self._proc: subprocess.Popen | None = None
         self._stderr = None
@@ -184,36 +196,36 @@ class MeshWorker:
         env["MPLBACKEND"] = "Agg"
         self._stderr = tempfile.TemporaryFile()
         # -I: isolated mode, so no PYTHONPATH / user site-packages of the study's environment (numpy 2) leaks in.
-        self._proc = subprocess.Popen([str(self.python), "-I", str(WORKER_SCRIPT), *self.args],
+        self._proc = subprocess.Popen([str(self.python), "-I", str(self.script), *self.args],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         # Ends the worker when this client is garbage-collected or the interpreter exits (weakref.finalize runs at
         # exit), so no orphan process outlives the study's.
         self._finalizer = weakref.finalize(self, _stop_process, self._proc, self._stderr)
         hello = self._read_frame("starting")
-        if hello.shape != (3,) or int(hello[1]) != N_MESH:
-            self._fail(f"answered its start with {hello!r}, expected [protocol, {N_MESH}, pid]")
+        if hello.shape != (3,) or int(hello[1]) != self.row_size:
+            self._fail(f"answered its start with {hello!r}, expected [protocol, {self.row_size}, pid]")
+
+    def send(self, array: np.ndarray) -> None:
+        """Send one request (starting the worker if needed); :meth:`receive` reads its answer. One request in flight
+        at a time per worker."""
+        with self._lock:
+            self._send(array)
+
+    def receive(self, doing: str = "answering") -> np.ndarray:
+        """The answer to the request sent last (``doing`` describes it in a timeout or crash message)."""
+        with self._lock:
+            return self._receive(doing)
 
     def run(self, crops: np.ndarray) -> np.ndarray:
-        """``(N, S, S, 3) uint8`` RGB crops -> ``(N, 468, 2) float32`` crop pixels, NaN rows where no face.
+        """``(N, S, S, 3) uint8`` RGB crops -> ``(N, 468, 2) float32`` crop pixels, NaN rows where no face (the
+        Face Mesh worker). Request and answer under one lock, so threads sharing the worker get their own answers.
 
         Raises:
             RuntimeError: the worker died or did not answer within ``timeout`` s (message has its stderr tail).
         """
-        crops = np.ascontiguousarray(crops)
         with self._lock:
-            if not self.running:
-                self._cleanup()
-                self._start()
-            buf = io.BytesIO()
-            np.save(buf, crops, allow_pickle=False)
-            data = buf.getvalue()
-            try:
-                self._proc.stdin.write(_LEN.pack(len(data)))
-                self._proc.stdin.write(data)
-                self._proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                self._fail(f"stopped reading its input ({exc})")
-            out = self._read_frame(f"processing {len(crops)} crops")
+            self._send(crops)
+            out = self._receive(f"processing {len(crops)} crops")
         if out.shape != (len(crops), N_MESH, 2):
             raise RuntimeError(f"MediaPipe worker answered {len(crops)} crops with an array of shape {out.shape}")
         return out.astype(np.float32, copy=False)
@@ -229,6 +241,25 @@ class MeshWorker:
         if self._finalizer is not None:
             self._finalizer()
         self._finalizer, self._proc, self._stderr = None, None, None
+
+    def _send(self, array: np.ndarray) -> None:
+        if not self.running:
+            self._cleanup()
+            self._start()
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+        data = buf.getvalue()
+        try:
+            self._proc.stdin.write(_LEN.pack(len(data)))
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            self._fail(f"stopped reading its input ({exc})")
+
+    def _receive(self, doing: str) -> np.ndarray:
+        if self._proc is None:
+            raise RuntimeError(f"MediaPipe worker ({self.script.name}): an answer was asked for before any request")
+        return self._read_frame(doing)
 
     def _read_exact(self, n: int, doing: str) -> bytes:
         fd = self._proc.stdout.fileno()
@@ -264,7 +295,7 @@ class MeshWorker:
             stderr.seek(max(0, stderr.tell() - _STDERR_TAIL))
             tail = stderr.read().decode("utf-8", "replace").strip()
         self._cleanup()
-        raise RuntimeError(f"MediaPipe worker ({self.python} {WORKER_SCRIPT.name}) {what}; exit status {rc}; "
+        raise RuntimeError(f"MediaPipe worker ({self.python} {self.script.name}) {what}; exit status {rc}; "
                            f"its stderr ends with:\n{tail or '(nothing)'}")
 
 

@@ -80,6 +80,15 @@ def _protocol_stdout():
     return out
 
 
+def serve(out, hello, handle) -> None:
+    """The worker's loop: send ``hello`` (the start-up frame), then answer every request frame read from stdin with
+    the frame ``handle(request)`` until stdin ends. An exception ends the worker (its traceback goes to stderr)."""
+    write_frame(out, hello)
+    stdin = sys.stdin.buffer
+    while (request := read_frame(stdin)) is not None:
+        write_frame(out, handle(request))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-detection-confidence", type=float, default=0.5)
@@ -98,13 +107,9 @@ def main(argv=None) -> int:
     # 10 iris points, which the 68-point mapping does not use.
     mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
                               min_detection_confidence=args.min_detection_confidence)
-    write_frame(out, np.array([PROTOCOL_VERSION, N_MESH, os.getpid()], np.int64))
 
-    stdin = sys.stdin.buffer
-    while True:
-        crops = read_frame(stdin)
-        if crops is None:
-            break
+    def place(crops):
+        """``(N, S, S, 3) uint8`` crops -> ``(N, 468, 2) float32`` crop pixels, NaN rows where no face."""
         if crops.ndim != 4 or crops.shape[3] != 3 or crops.shape[1] != crops.shape[2] or crops.dtype != np.uint8:
             raise ValueError(f"request must be (N, S, S, 3) uint8 crops, got {crops.dtype} {crops.shape}")
         size = crops.shape[1]
@@ -120,7 +125,9 @@ def main(argv=None) -> int:
             # MediaPipe's normalised coordinates put the image's outer edges at 0 and 1; 0-based pixel centres
             # (the study's convention) are half a pixel in from the edge.
             result[i] = xy * size - 0.5
-        write_frame(out, result)
+        return result
+
+    serve(out, np.array([PROTOCOL_VERSION, N_MESH, os.getpid()], np.int64), place)
     mesh.close()
     return 0
 
