@@ -234,31 +234,14 @@ def _workers_text(workers: int | None, detector=None) -> str:
 
 def detector_predictor(detector_id: str | None, upsample: int | None, method: str, landmarker_kwargs: dict):
     """A :class:`~flmlib.predictor.Predictor` whose detector is ``detectors.<detector_id>`` of detectors.yaml (default:
-    ``detector_study.default``, the study's HOG), and the description written into each JSON file.
-
-    A HOG detector keeps the picklable default path (worker processes can detect); another detector (BlazeFace, in
-    its own worker process) detects in this process, with its box calibration from the ``detectors`` stage.
-    """
+    ``detector_study.default``, the study's HOG; :meth:`~flmlib.predictor.Predictor.from_name`), and the description
+    of the detector written into each JSON file."""
     from flmlib.detector_config import load_detector_config
-    from flmlib.landmarkers import build_landmarker
     from flmlib.predictor import Predictor
 
-    config = load_detector_config()
-    detector_id = detector_id or config.detector_study.default
-    entry = config.detectors[detector_id]
-    if entry.kind == "dlib_hog":
-        upsample = int(entry.options.get("upsample", 1)) if upsample is None else upsample
-        predictor = Predictor.from_name(method, upsample=upsample, **landmarker_kwargs)
-        info = {"name": detector_id, "kind": entry.kind, "upsample": upsample}
-        predictor.detector_text = f"detector {detector_id}: dlib HOG, upsample {upsample}"
-        return predictor, info
-    from flmlib.face_detectors import build_detector
-
-    found = build_detector(detector_id, config)
-    predictor = Predictor(build_landmarker(method, **landmarker_kwargs), upsample=0,
-                          detector=lambda image, _upsample: found.detect(image))
-    predictor.detector_text = f"detector {detector_id}: {entry.description or entry.kind}"
-    return predictor, {"name": detector_id, "kind": entry.kind, **entry.options}
+    detector_id = detector_id or load_detector_config().detector_study.default
+    predictor = Predictor.from_name(method, upsample=upsample, detector=detector_id, **landmarker_kwargs)
+    return predictor, predictor.detector_info
 
 
 def command_predictor(args: argparse.Namespace, spec, landmarker_kwargs: dict):

@@ -5,6 +5,7 @@
     >>> faces = predictor("data/300w/helen/testset/2968560214_1.jpg")
     >>> faces[0].box, faces[0].points.shape, faces[0].method
     (array([x0, y0, x1, y1], dtype=float32), (68, 2), 'onet')
+    >>> fast = Predictor.from_name("onet_half_40", detector="blazeface")   # any detector id of detectors.yaml
 
 Detection uses the same upsampling as the ``prepare`` stage (``prepare.upsample`` in params.yaml), so the boxes are
 distributed like the ones the model was trained and evaluated on. All faces of one call (one image or many) go
@@ -82,11 +83,41 @@ class Predictor:
         self.landmarker = landmarker
         self.upsample = default_upsample() if upsample is None else int(upsample)
         self.detector = detector
+        #: The detector, described for output files and messages (:meth:`from_name` names a registered one).
+        self.detector_info = {"name": "dlib_hog", "kind": "dlib_hog", "upsample": self.upsample}
+        self.detector_text = f"dlib HOG detector, upsample {self.upsample}"
 
     @classmethod
-    def from_name(cls, name: str = "onet", upsample: int | None = None, **landmarker_kwargs) -> "Predictor":
-        """A predictor around :func:`flmlib.landmarkers.build_landmarker` ``(name, **landmarker_kwargs)``."""
-        return cls(build_landmarker(name, **landmarker_kwargs), upsample=upsample)
+    def from_name(cls, name: str = "onet", upsample: int | None = None, detector: str | None = None,
+                  **landmarker_kwargs) -> "Predictor":
+        """A predictor around :func:`flmlib.landmarkers.build_landmarker` ``(name, **landmarker_kwargs)``.
+
+        ``detector``: an id of detectors.yaml (``hog1``, ``hog0``, ``blazeface``, ...); default dlib's HOG at
+        ``upsample``. A HOG entry brings its own upsampling unless ``upsample`` is given; another detector (BlazeFace,
+        MTCNN) detects in this process with the box calibration the ``detectors`` stage fitted
+        (``FileNotFoundError`` before that stage has run; ``KeyError`` for an unknown id, listing the known ones).
+        """
+        landmarker = build_landmarker(name, **landmarker_kwargs)
+        if detector is None:
+            return cls(landmarker, upsample=upsample)
+        from flmlib.detector_config import load_detector_config
+
+        config = load_detector_config()
+        if detector not in config.detectors:
+            raise KeyError(f"unknown detector {detector!r}; detectors.yaml lists {sorted(config.detectors)}")
+        entry = config.detectors[detector]
+        if entry.kind == "dlib_hog":  # the default, picklable path (worker processes can detect)
+            predictor = cls(landmarker, upsample=int(entry.options.get("upsample", 1)) if upsample is None else upsample)
+            predictor.detector_info = {"name": detector, "kind": entry.kind, "upsample": predictor.upsample}
+            predictor.detector_text = f"detector {detector}: dlib HOG, upsample {predictor.upsample}"
+            return predictor
+        from flmlib.face_detectors import build_detector
+
+        found = build_detector(detector, config)
+        predictor = cls(landmarker, upsample=0, detector=lambda image, _upsample: found.detect(image))
+        predictor.detector_info = {"name": detector, "kind": entry.kind, **entry.options}
+        predictor.detector_text = f"detector {detector}: {entry.description or entry.kind}"
+        return predictor
 
     @property
     def method(self) -> str:

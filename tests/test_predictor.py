@@ -90,3 +90,27 @@ def test_api_accepts_grey_rgba_and_pil_and_names_what_it_expects():
         predictor(3)
     with pytest.raises(ValueError, match=r"float64 \(60, 220, 3\)"):
         predictor(rgb.astype(float))
+
+
+def test_from_name_takes_a_registered_detector(data_root, tmp_path, monkeypatch):
+    path = next(iter(sorted((data_root / "300w/helen/testset").glob("*.jpg"))))
+    hog0 = Predictor.from_name("dlib", detector="hog0")  # a HOG entry brings its own upsampling
+    assert hog0.upsample == 0 and hog0.detector_info == {"name": "hog0", "kind": "dlib_hog", "upsample": 0}
+    assert Predictor.from_name("dlib", detector="hog0", upsample=1).upsample == 1  # unless one is given
+    assert Predictor.from_name("dlib", upsample=1).detector_info["kind"] == "dlib_hog"
+    with pytest.raises(KeyError, match="hog1"):  # the message lists the known ids
+        Predictor.from_name("dlib", detector="yolo")
+    if not (PROJECT_ROOT / ".venv-mediapipe/bin/python").exists():
+        pytest.skip("the MediaPipe environment is not built (make mediapipe-env): BlazeFace not checked")
+    from flmlib import face_detectors
+    from flmlib.face_detectors import BoxCalibration, write_calibrations
+
+    monkeypatch.setattr(face_detectors, "CALIBRATION_PATH", str(tmp_path / "none.json"))
+    with pytest.raises(FileNotFoundError, match="detectors"):  # no calibration before the detectors stage
+        Predictor.from_name("dlib", detector="blazeface")
+    calibration = write_calibrations(tmp_path / "boxes.json", {"blazeface": BoxCalibration(faces=5)}, "identity")
+    monkeypatch.setattr(face_detectors, "CALIBRATION_PATH", str(calibration))
+    blazeface = Predictor.from_name("dlib", detector="blazeface")
+    assert blazeface.detector_info["name"] == "blazeface" and "BlazeFace" in blazeface.detector_text
+    faces = blazeface(path)
+    assert len(faces) >= 1 and faces[0].points.shape == (68, 2) and faces[0].placed
