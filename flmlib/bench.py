@@ -178,39 +178,44 @@ def bf16_supported() -> bool:
         return False
 
 
-def onet_variants(model: torch.nn.Module, config: dict, compile_: bool) -> list[tuple[str, str, Callable]]:
+def onet_variants(model: torch.nn.Module, config: dict, compile_: bool,
+                  all_backends: bool = False) -> list[tuple[str, str, Callable]]:
     """``(name, description, factory)`` per backend; a factory returns ``(landmarker, threads or None)``.
 
-    The first variant, eager channels-last fp32, is the reference the others' points are compared with.
+    The first variant, eager channels-last fp32, is the reference the others' points are compared with. By default
+    the backends someone might choose (and the 1-thread torch path, which shows that 2 threads are faster);
+    ``all_backends`` adds the ones kept only as evidence: NCHW tensors (what channels-last replaced), eager bf16 (slower
+    than compiled bf16) and compiled bf16 on one thread.
     """
     from flmlib.export import onnx_bytes, onnx_session
 
-    variants = [
-        ("torch-channels-last", "eager PyTorch fp32, channels-last (as flmlib.models.ONet is built); the reference",
-         lambda: (ONetLandmarker(model, config), None)),
-        ("torch-nchw", "eager PyTorch fp32, contiguous NCHW tensors",
-         lambda: (ONetLandmarker(model, config, forward=nchw_forward(model)), None)),
-        ("torch-channels-last-1thread", "eager PyTorch fp32, channels-last, one thread (torch and OpenCV)",
-         lambda: (ONetLandmarker(model, config), 1)),
-    ]
-    if bf16_supported():
-        variants.append(("torch-bf16", "eager PyTorch, channels-last, bfloat16 autocast (AVX-512 BF16 / AMX)",
-                         lambda: (ONetLandmarker(model, config, precision="bf16"), None)))
-    if compile_:
-        variants.append(("torch-compile", "torch.compile (inductor) of the channels-last model, fp32",
-                         lambda: (ONetLandmarker(model, config, backend="compile"), None)))
-        if bf16_supported():
-            variants.append(("torch-compile-bf16", "torch.compile (inductor), bfloat16 autocast",
-                             lambda: (ONetLandmarker(model, config, backend="compile", precision="bf16"), None)))
-            variants.append(("torch-compile-bf16-1thread", "torch.compile (inductor), bfloat16 autocast, one thread"
-                             " (torch and OpenCV): per core, like dlib",
-                             lambda: (ONetLandmarker(model, config, backend="compile", precision="bf16"), 1)))
-    variants.append(("onnxruntime", "ONNX Runtime CPU fp32, exported graph, default threads",
-                     lambda: (ONetLandmarker(None, config, backend="onnx",
-                                             session=onnx_session(onnx_bytes(model, config))), None)))
-    variants.append(("onnxruntime-1thread", "ONNX Runtime CPU fp32, one thread (ONNX Runtime, torch and OpenCV)",
-                     lambda: (ONetLandmarker(None, config, backend="onnx",
-                                             session=onnx_session(onnx_bytes(model, config), threads=1)), 1)))
+    bf16, variants = bf16_supported(), []
+
+    def add(name: str, description: str, factory: Callable, available: bool = True, evidence: bool = False) -> None:
+        if available and (all_backends or not evidence):
+            variants.append((name, description, factory))
+
+    add("torch-channels-last", "eager PyTorch fp32, channels-last (as flmlib.models.ONet is built); the reference",
+        lambda: (ONetLandmarker(model, config), None))
+    add("torch-nchw", "eager PyTorch fp32, contiguous NCHW tensors",
+        lambda: (ONetLandmarker(model, config, forward=nchw_forward(model)), None), evidence=True)
+    add("torch-channels-last-1thread", "eager PyTorch fp32, channels-last, one thread (torch and OpenCV)",
+        lambda: (ONetLandmarker(model, config), 1))
+    add("torch-bf16", "eager PyTorch, channels-last, bfloat16 autocast (AVX-512 BF16 / AMX)",
+        lambda: (ONetLandmarker(model, config, precision="bf16"), None), available=bf16, evidence=True)
+    add("torch-compile", "torch.compile (inductor) of the channels-last model, fp32",
+        lambda: (ONetLandmarker(model, config, backend="compile"), None), available=compile_)
+    add("torch-compile-bf16", "torch.compile (inductor), bfloat16 autocast",
+        lambda: (ONetLandmarker(model, config, backend="compile", precision="bf16"), None),
+        available=compile_ and bf16)
+    add("torch-compile-bf16-1thread", "torch.compile (inductor), bfloat16 autocast, one thread (torch and OpenCV):"
+        " per core, like dlib", lambda: (ONetLandmarker(model, config, backend="compile", precision="bf16"), 1),
+        available=compile_ and bf16, evidence=True)
+    add("onnxruntime", "ONNX Runtime CPU fp32, exported graph, default threads",
+        lambda: (ONetLandmarker(None, config, backend="onnx", session=onnx_session(onnx_bytes(model, config))), None))
+    add("onnxruntime-1thread", "ONNX Runtime CPU fp32, one thread (ONNX Runtime, torch and OpenCV)",
+        lambda: (ONetLandmarker(None, config, backend="onnx",
+                                session=onnx_session(onnx_bytes(model, config), threads=1)), 1))
     return variants
 
 
@@ -553,7 +558,7 @@ def environment() -> dict:
 
 def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False, repeats: int = 5, warmup: int = 2,
         detect_images: int = 40, compile_: bool = True, allow_untrained: bool = False, profile: bool = False,
-        methods_to_compare: Sequence[str] = (), reference_method: str = "dlib",
+        methods_to_compare: Sequence[str] = (), reference_method: str = "dlib", all_backends: bool = False,
         log: Callable[[str], None] = print) -> dict:
     """Run every measurement and return the result dict (see the module docstring). ``methods_to_compare``: method
     ids of params.yaml timed side by side (:func:`bench_methods`)."""
@@ -590,7 +595,7 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
     onet: dict = {}
     built: dict[str, tuple[ONetLandmarker, int | None]] = {}
     reference = None
-    for name, description, factory in onet_variants(model, config, compile_):
+    for name, description, factory in onet_variants(model, config, compile_, all_backends):
         log(f"bench: O-Net {name} ...")
         try:
             start = time.perf_counter()
@@ -617,7 +622,7 @@ def run(prepared: Path, checkpoint: Path, timings_dir: Path, tiny: bool = False,
         onet["torch-compile"] = {"description": "torch.compile (inductor)",
                                  "skipped": "tiny mode" if tiny else "--no-compile"}
     if not bf16_supported():
-        onet["torch-bf16"] = {"description": "bfloat16 autocast", "skipped": "no native bf16 on this CPU"}
+        onet["torch-compile-bf16"] = {"description": "bfloat16 autocast", "skipped": "no native bf16 on this CPU"}
     result["onet"] = onet
 
     log("bench: dlib shape predictor ...")
@@ -824,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detect-images", type=int, default=40,
                         help="test images for the detection-included timing (default: %(default)s)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for ~1 min)")
+    parser.add_argument("--all-backends", action="store_true",
+                        help="also time the O-Net backends kept only as evidence (NCHW tensors, eager bf16, compiled"
+                             " bf16 on one thread)")
     parser.add_argument("--profile", action="store_true",
                         help="add the torch profiler's top operators of one batch of 256 faces to the JSON")
     parser.add_argument("--methods", nargs="*", default=None, metavar="ID",
@@ -845,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(project_path(args.prepared), project_path(args.checkpoint), project_path(args.timings),
                      tiny=args.tiny, repeats=args.repeats, warmup=args.warmup, detect_images=args.detect_images,
                      compile_=not args.no_compile, allow_untrained=args.allow_untrained, profile=args.profile,
-                     methods_to_compare=methods, reference_method=study.reference,
+                     methods_to_compare=methods, reference_method=study.reference, all_backends=args.all_backends,
                      log=lambda m: print(m, file=sys.stderr))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

@@ -50,7 +50,8 @@ def test_tiny_bench_writes_every_field(setup, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["faces"]["faces"] == 3 and result["onet_weights"] == "trained"
     timed = [name for name, entry in result["onet"].items() if "batch_1" in entry]
-    assert {"torch-nchw", "torch-channels-last", "onnxruntime"} <= set(timed)
+    assert {"torch-channels-last", "torch-channels-last-1thread", "onnxruntime"} <= set(timed)
+    assert "torch-nchw" not in result["onet"]  # kept only as evidence: --all-backends
     for name in timed:
         for batch in bench.BATCH_SIZES:
             for part in ("network_only", "from_context_crops", "detection_excluded"):
@@ -192,3 +193,12 @@ def test_environment_records_the_isa_in_use_and_the_limits_set(monkeypatch):
     assert used["torch"] == torch.backends.cpu.get_cpu_capability() and "SSE" in used["opencv"]
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     assert bench.isa_in_use()["limits"] == {}
+
+
+def test_backends_kept_as_evidence_only_with_all_backends():
+    model = build_model("onet").eval()
+    config = {"input_size": 48, "crop_size": 96, "context_factor": 2.0, "model": "onet"}
+    default = [name for name, _, _ in bench.onet_variants(model, config, compile_=False)]
+    everything = [name for name, _, _ in bench.onet_variants(model, config, compile_=False, all_backends=True)]
+    assert default[0] == everything[0] == "torch-channels-last"  # the reference comes first either way
+    assert "torch-nchw" not in default and "torch-nchw" in everything and set(default) < set(everything)
