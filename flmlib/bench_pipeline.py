@@ -66,35 +66,21 @@ class DetectorPipeline:
         return self.landmarker.predict(frame, boxes[:1])[0]
 
 
-def pipelined_stream(detector, landmarker, frames: list[np.ndarray]) -> tuple[float, list]:
-    """Landmarks of a stream of frames with detection one frame ahead: frame k+1 is sent to the detector before
-    frame k is landmarked, so a detector in a worker process (BlazeFace) runs on the second core meanwhile.
+def pipelined_stream(detectors, landmarker, frames: list[np.ndarray]) -> tuple[float, list]:
+    """Landmarks of a stream of frames with detection running ahead in worker processes (BlazeFace): with ``n``
+    detectors, detector ``k % n`` gets frame ``k`` and frame ``k + n`` is sent to it before frame ``k`` is landmarked,
+    so the workers detect on the other cores meanwhile (one detector: one frame ahead; two: each on every other frame).
     Returns (ms per frame over the stream, points of each frame or None)."""
+    n = len(detectors)
     points = [None] * len(frames)
     start = time.perf_counter()
-    detector.submit(frames[0])
-    for k, frame in enumerate(frames):
-        boxes = detector.receive()
-        if k + 1 < len(frames):
-            detector.submit(frames[k + 1])
-        if len(boxes):
-            points[k] = landmarker.predict(frame, boxes[:1])[0]
-    return (time.perf_counter() - start) * 1000 / len(frames), points
-
-
-def two_detector_stream(detectors, landmarker, frames: list[np.ndarray]) -> tuple[float, list]:
-    """Landmarks of a stream of frames with two detector worker processes, each detecting every other frame, two
-    frames ahead of the landmarker: both cores detect while this process landmarks. Returns (ms per frame over the
-    stream, points of each frame or None)."""
-    points = [None] * len(frames)
-    start = time.perf_counter()
-    for k in range(min(2, len(frames))):
+    for k in range(min(n, len(frames))):
         detectors[k].submit(frames[k])
     for k, frame in enumerate(frames):
-        detector = detectors[k % 2]
+        detector = detectors[k % n]
         boxes = detector.receive()
-        if k + 2 < len(frames):
-            detector.submit(frames[k + 2])
+        if k + n < len(frames):
+            detector.submit(frames[k + n])
         if len(boxes):
             points[k] = landmarker.predict(frame, boxes[:1])[0]
     return (time.perf_counter() - start) * 1000 / len(frames), points
@@ -229,10 +215,10 @@ def run(study, detector_config, prepared_dir, n_frames: int, rounds: int, seed: 
             second.detect(frames[0])  # warm-up: worker start
             for method, landmarker in landmarkers.items():
                 streams[f"{name} + {method}, pipelined"] = (
-                    partial(pipelined_stream, det, landmarker, frames),
+                    partial(pipelined_stream, (det,), landmarker, frames),
                     "stream throughput: detection of the next frame overlaps landmarking of this one")
                 streams[f"{name} on 2 workers + {method}, pipelined"] = (
-                    partial(two_detector_stream, (det, second), landmarker, frames),
+                    partial(pipelined_stream, (det, second), landmarker, frames),
                     "stream throughput: two detector workers, each on every other frame, ahead of the landmarker")
         two_mesh = opened["mediapipe face mesh, 2 processes"] = TwoMeshStream(frames[0])
         streams["mediapipe face mesh, 2 processes"] = (
