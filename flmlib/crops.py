@@ -94,23 +94,41 @@ def crop_context(image: np.ndarray, box: np.ndarray, size: int, context_factor: 
         size: side of the square crop, pixels.
         context_factor: the crop covers this many times the box's width and height, centred on the box.
     Returns:
-        crop ``(size, size, 3) uint8`` and the ``(2, 3)`` image->crop matrix. Where the context reaches past the
-        image border, edge pixels are replicated (no black fill).
+        crop ``(size, size, 3) uint8`` and the ``(2, 3)`` image->crop matrix (:func:`context_matrix`), cut by
+        :func:`crop_affine`.
+    """
+    matrix = context_matrix(box, size, context_factor)
+    return crop_affine(image, matrix, size), matrix
+
+
+def crop_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The ``(size, size, 3)`` crop that a ``(2, 3)`` image->crop affine ``matrix`` (a scaling, or a similarity that
+    also rotates) makes of ``image``, anti-aliased. Where the crop reaches past the image border, edge pixels are
+    replicated (no black fill).
 
     Only the part of the image the crop covers is read, so the cost does not grow with the photo's size. A
     downscale stronger than 2x is split in two. First comes a ``k x k`` box average with ``k`` a power of two:
     repeated 2x2 ``cv2.INTER_AREA`` halvings (each rounds to the image's dtype) on a grid aligned to image pixels
     ``0, k, 2k, ...``, which removes the detail that would alias. Then the bilinear warp, whose remaining scale along
-    the box's shorter-scaled axis is in ``[0.5, 1)`` (below 0.5 only when ``k`` is capped by a tiny image).
+    the most-shrunk direction is in ``[0.5, 1)`` (below 0.5 only when ``k`` is capped by a tiny image).
     """
-    matrix = context_matrix(box, size, context_factor)
-    (sx, _, tx), (_, sy, ty) = matrix
+    matrix = np.asarray(matrix, np.float64)
+    linear = matrix[:, :2]
     h, w = image.shape[:2]
-    k = shrink_factor(min(sx, sy), max_factor=min(h, w))
-    # The context region's edges in image pixels (crop pixel edges -0.5 and size - 0.5 mapped back), widened by
-    # 2 shrunk pixels for the bilinear footprint, snapped to the k-grid and clipped to the image rounded up to it.
-    left, top = (-0.5 - tx) / sx, (-0.5 - ty) / sy
-    right, bottom = left + size / sx, top + size / sy
+    axis_aligned = linear[0, 1] == 0 and linear[1, 0] == 0
+    # the scale along the most-shrunk direction: the smaller axis scale, or the smallest singular value
+    scale = min(linear[0, 0], linear[1, 1]) if axis_aligned else float(np.linalg.svd(linear, compute_uv=False).min())
+    k = shrink_factor(scale, max_factor=min(h, w))
+    # The crop's edges in image pixels (crop pixel edges -0.5 and size - 0.5 mapped back), widened by 2 shrunk
+    # pixels for the bilinear footprint, snapped to the k-grid and clipped to the image rounded up to it.
+    if axis_aligned:  # the context crops' path, kept exact: their crops do not move by a rounding
+        (sx, _, tx), (_, sy, ty) = matrix
+        left, top = (-0.5 - tx) / sx, (-0.5 - ty) / sy
+        right, bottom = left + size / sx, top + size / sy
+    else:
+        edge = [-0.5, size - 0.5]
+        corners = apply_affine(np.array([[x, y] for x in edge for y in edge]), invert_affine(matrix))
+        (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
     grid_w, grid_h = -(-w // k) * k, -(-h // k) * k
     x0 = min(max(math.floor(left / k) * k - 2 * k, 0), grid_w - k)
     y0 = min(max(math.floor(top / k) * k - 2 * k, 0), grid_h - k)
@@ -123,9 +141,9 @@ def crop_context(image: np.ndarray, box: np.ndarray, size: int, context_factor: 
     for _ in range(k.bit_length() - 1):  # log2(k) halvings: OpenCV's fast path for an exact 2x2 mean
         source = cv2.resize(source, (source.shape[1] // 2, source.shape[0] // 2), interpolation=cv2.INTER_AREA)
     # Source pixel s covers image pixels x0 + k*s .. x0 + k*s + k - 1, centred on x = k * (s + 1/2) - 1/2 + x0.
-    warp = np.array([[sx * k, 0.0, sx * (k * 0.5 - 0.5 + x0) + tx], [0.0, sy * k, sy * (k * 0.5 - 0.5 + y0) + ty]])
-    crop = cv2.warpAffine(source, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return crop, matrix
+    origin = np.array([k * 0.5 - 0.5 + x0, k * 0.5 - 0.5 + y0])
+    warp = np.concatenate([linear * k, (linear @ origin + matrix[:, 2])[:, None]], axis=1)
+    return cv2.warpAffine(source, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def shrink_factor(scale: float, max_factor: int) -> int:

@@ -2,7 +2,8 @@ import numpy as np
 from conftest import coordinate_ramps
 
 from flmlib.crops import (apply_affine, box_from_dlib, box_size, box_to_dlib, box_units_to_image, context_matrix,
-                          crop_context, crop_to_box_units, image_to_box_units, invert_affine, iou, landmark_box,
+                          crop_affine, crop_context, crop_to_box_units, image_to_box_units, invert_affine, iou,
+                          landmark_box,
                           shrink_factor)
 
 
@@ -131,3 +132,37 @@ def test_image_edge_pixels_are_replicated_even_off_the_shrink_grid():
     assert shrink_factor(matrix[0, 0], 700) == 8
     beyond = apply_affine([[806.5, 350.0]], matrix)[0, 0]  # crop x of the image's right edge
     assert (crop[:, int(np.ceil(beyond)) + 1 :] == 255).all()
+
+
+def _rotation(angle_deg: float, scale: float, centre_image, centre_crop) -> np.ndarray:
+    """Image -> crop similarity: rotate by angle and scale about centre_image, which lands on centre_crop."""
+    a = np.deg2rad(angle_deg)
+    linear = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return np.concatenate([linear, (np.asarray(centre_crop) - linear @ np.asarray(centre_image))[:, None]], axis=1)
+
+
+def test_rotated_crop_samples_the_image_where_its_matrix_says():
+    """crop_affine with a rotating similarity: each crop pixel holds the image at its pre-image (every shrink k)."""
+    image = coordinate_ramps(700, 900)
+    for angle, scale in ((20.0, 1.7), (-35.0, 0.6), (10.0, 0.3), (80.0, 0.2)):  # k = 1, 1, 2, 4
+        matrix = _rotation(angle, scale, (430.0, 350.0), (47.5, 47.5))
+        crop = crop_affine(image, matrix, 96)
+        grid = np.stack(np.meshgrid(np.arange(96), np.arange(96)), axis=-1).astype(np.float64)
+        expected = apply_affine(grid, invert_affine(matrix))
+        np.testing.assert_allclose(crop[..., :2], expected, atol=0.01, err_msg=f"angle {angle}, scale {scale}")
+
+
+def test_rotated_strong_downscale_is_anti_aliased():
+    image = np.zeros((1200, 1200, 3), np.uint8)
+    image[:, ::2] = 255
+    crop = crop_affine(image, _rotation(30.0, 1 / 8, (600.0, 600.0), (47.5, 47.5)), 96)
+    assert abs(float(crop.mean()) - 127.5) < 3
+    assert crop.std() < 3
+
+
+def test_crop_affine_of_a_context_matrix_is_the_context_crop():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    box = np.array([120.3, 90.8, 241.1, 209.6])
+    crop, matrix = crop_context(image, box, 96, 2.0)
+    np.testing.assert_array_equal(crop_affine(image, matrix, 96), crop)
