@@ -57,3 +57,36 @@ def test_a_face_without_an_image_path_is_named(prepared):
     split = load_split(prepared / "train.npz")
     with pytest.raises(ValueError, match="no image path.*300w/helen/testset"):
         recrop(split, {}, 96, workers=1)
+
+
+def test_aligned_crops_put_the_inner_points_on_the_training_mean_shape(prepared, tmp_path):
+    from flmlib.alignment import INNER_POINTS, box_in_crop, mean_shape
+    from flmlib.train import load_training_split
+
+    written = run(prepared, tmp_path / "aligned", 96, workers=1, aligned=True)
+    train, val = (load_split(p) for p in written)
+    source = load_split(prepared / "train.npz")
+    expected_mean = mean_shape(source["landmarks_image"], source["boxes"])
+    box = box_in_crop(96, 2.0)
+    target = box[:2] + expected_mean * (box[2:] - box[:2])
+    for split in (train, val):
+        np.testing.assert_allclose(split["align_mean"], expected_mean)  # the training faces' mean, for both splits
+        assert split["crops"].shape[1:] == (96, 96, 3)
+        # the inner points fit the mean shape up to each face's own shape: within a few pixels, centred on it
+        inner = split["landmarks"][:, INNER_POINTS]
+        centre = target[INNER_POINTS].mean(axis=0)
+        np.testing.assert_allclose(inner.mean(axis=1), np.broadcast_to(centre, (len(inner), 2)), atol=1e-3)
+        assert np.abs(inner - target[INNER_POINTS]).mean() < 3.0
+        # training's NMEs run on crop pixels: points and the mean-shape box
+        np.testing.assert_allclose(split["landmarks_image"], split["landmarks"])
+        np.testing.assert_allclose(split["boxes"], np.tile(box, (len(split["boxes"]), 1)))
+    assert load_training_split(written[0]).crop_size == 96
+
+
+def test_aligned_crops_need_every_point(prepared):
+    split = dict(load_split(prepared / "train.npz"))
+    split["valid"] = np.ones((3, 68), bool)
+    split["valid"][1, 40] = False
+    paths = dict(pd.read_csv(prepared / "faces.csv").values)
+    with pytest.raises(ValueError, match="every point"):
+        recrop(split, paths, 96, workers=1, align_mean=np.full((68, 2), 0.5))
