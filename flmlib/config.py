@@ -183,11 +183,12 @@ class Crops(_Section):
     """Training crops at other sizes (``crops@<size>`` stages), cut from prepare's boxes for larger networks."""
 
     sizes: list[int] = []
+    aligned_sizes: list[int] = []  # aligned crops for second passes (aligned@<size> stages, crops/aligned<size>)
     workers: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
-        for size in self.sizes:
+        for size in [*self.sizes, *self.aligned_sizes]:
             if not (isinstance(size, int) and 16 <= size <= 1024):
                 raise ValueError(f"sizes: {size!r} is not a crop side between 16 and 1024 pixels")
         return self
@@ -214,6 +215,17 @@ class Model(_Section):
     trained_on: str = ""
     caveats: tuple[str, ...] = ()
     options: dict[str, Any] = {}   # keyword arguments of the cnn landmarker (backend, batch_size, ...)
+    # this entry's augmentation strengths instead of train.aug_<name> (e.g. a second pass's smaller shifts)
+    augmentation: dict[Literal["flip", "shift", "scale", "rotate", "brightness", "contrast"], float] = {}
+
+
+class TwoPass(Model):
+    """A two-pass landmarker (:mod:`flmlib.landmarkers.two_pass`): the trained model ``first`` (a ``models:`` entry)
+    places the points on the face box, and this entry's network, trained on aligned crops (``train_data:
+    crops/aligned<size>``), refines them on the crop those points align. ``train@<id>`` writes both networks into
+    ``models/<id>.pt``."""
+
+    first: str
 
 
 class Method(_Section):
@@ -287,6 +299,7 @@ class Study(_Section):
     crops: Crops = Crops()
     train: Train
     models: dict[str, Model]
+    two_pass: dict[str, TwoPass] = {}
     methods: dict[str, Method]
     reference: str
     compare: Compare
@@ -310,7 +323,21 @@ class Study(_Section):
             if model.train_data not in known and not re.match(r"^external/[A-Za-z0-9][A-Za-z0-9_.-]*$",
                                                               model.train_data):
                 raise ValueError(f"models.{model_id}.train_data: {model.train_data!r} is not one of {known} (add the"
-                                 " size to crops.sizes) or external/<name> (python -m flmlib.external_split)")
+                                 " size to crops.sizes) or external/<name> (python -m flmlib.external_split);"
+                                 " aligned crops are for two_pass entries")
+        for pass_id, entry in self.two_pass.items():
+            aligned = [f"crops/aligned{size}" for size in self.crops.aligned_sizes]
+            if entry.recipe not in self.train.recipes:
+                raise ValueError(f"two_pass.{pass_id}.recipe: {entry.recipe!r} is not one of train.recipes "
+                                 f"{sorted(self.train.recipes)}")
+            if entry.train_data not in aligned:
+                raise ValueError(f"two_pass.{pass_id}.train_data: {entry.train_data!r} is not one of {aligned} (add "
+                                 "the size to crops.aligned_sizes)")
+            if entry.first not in self.models:
+                raise ValueError(f"two_pass.{pass_id}.first: {entry.first!r} is not one of the models "
+                                 f"{sorted(self.models)}")
+            if entry.repeat_of or entry.ablation_of:
+                raise ValueError(f"two_pass.{pass_id}: seed repeats and ablations are models: entries")
         for model_id, model in self.models.items():
             if model.ablation_of is not None and (model.ablation_of not in self.models or model.repeat_of):
                 raise ValueError(f"models.{model_id}.ablation_of: {model.ablation_of!r} is not another model entry "
@@ -343,9 +370,13 @@ class Study(_Section):
         if self.report.headline_test_set not in self.test_sets:
             raise ValueError(f"report.headline_test_set: {self.report.headline_test_set!r} is not one of the test "
                              f"sets {sorted(self.test_sets)}")
-        both = set(self.models) & set(self.methods)
+        for name, other in (("methods", self.methods), ("two_pass", self.two_pass)):
+            both = set(self.models) & set(other)
+            if both:
+                raise ValueError(f"{name}: ids {sorted(both)} are also models (a trained model is already a method)")
+        both = set(self.two_pass) & set(self.methods)
         if both:
-            raise ValueError(f"methods: ids {sorted(both)} are also models (a trained model is already a method)")
+            raise ValueError(f"methods: ids {sorted(both)} are also two_pass entries")
         if self.reference not in self.method_ids:
             raise ValueError(f"reference: {self.reference!r} is not one of the methods {self.method_ids}")
         return self
@@ -376,12 +407,12 @@ class Study(_Section):
     @property
     def method_ids(self) -> list[str]:
         """Every compared method: the trained models, then the methods with their own weights."""
-        return [*self.models, *self.methods]
+        return [*self.models, *self.two_pass, *self.methods]
 
     def method_spec(self, method_id: str) -> MethodSpec:
         """The :class:`MethodSpec` of a model or method id (``KeyError`` naming the known ids)."""
-        if method_id in self.models:
-            m = self.models[method_id]
+        if method_id in self.models or method_id in self.two_pass:
+            m = self.trainable(method_id)
             return MethodSpec(id=method_id, kind="cnn", trained_on=m.trained_on, caveats=tuple(m.caveats),
                               model=method_id, options={"checkpoint": self.model_path(method_id), **m.options})
         if method_id not in self.methods:
@@ -397,11 +428,20 @@ class Study(_Section):
         return self.test_sets[test_set_id]
 
     def train_crop_size(self, model_id: str) -> int:
-        """Side of the context crops ``models.<model_id>`` trains on, pixels."""
-        data = self.models[model_id].train_data
+        """Side of the context crops ``models.<model_id>`` (or ``two_pass.<model_id>``) trains on, pixels."""
+        data = self.trainable(model_id).train_data
         if data.startswith("external/"):
             raise ValueError(f"models.{model_id} trains on {data}: its crop size is in that folder's train.npz")
-        return self.prepare.crop_size if data == "prepared" else int(data.split("/")[1])
+        return self.prepare.crop_size if data == "prepared" else int(data.split("/")[1].removeprefix("aligned"))
+
+    def trainable(self, model_id: str) -> Model:
+        """The training entry of a trained method: ``models.<id>`` or ``two_pass.<id>`` (``KeyError`` naming both)."""
+        if model_id in self.models:
+            return self.models[model_id]
+        if model_id in self.two_pass:
+            return self.two_pass[model_id]
+        raise KeyError(f"unknown model {model_id!r}; params.yaml lists models {sorted(self.models)} and two_pass "
+                       f"{sorted(self.two_pass)}")
 
     def model_path(self, model_id: str) -> str:
         """Where ``train@<model_id>`` writes the trained model, relative to the project root."""

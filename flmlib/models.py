@@ -12,6 +12,7 @@ at the face box's edges; see :mod:`flmlib.crops`).
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from pathlib import Path
 
@@ -75,6 +76,11 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
         the model in eval mode and its config dict (model name and kwargs, input size, crop size, context factor,
         pixel normalisation, output units, training configuration and validation result).
     """
+    return build_from_blob(read_model_file(path, map_location), str(path))
+
+
+def read_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A model file's ``{"state_dict", "config", ...}`` dict, checked; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: trained model file not found")
@@ -85,6 +91,12 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
         raise ValueError(f"{path}: not a readable model file ({type(exc).__name__}: {reason})") from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
         raise ValueError(f"{path}: not a flmlib model file (needs 'state_dict' and 'config')")
+    return blob
+
+
+def build_from_blob(blob: dict, source: str) -> tuple[nn.Module, dict]:
+    """The model (eval mode) and config of a model file's ``{"state_dict", "config"}`` dict (``source`` names it
+    in errors): the model file's own architecture, kwargs and input statistics."""
     config = blob["config"]
     norm = config.get("normalisation") or {}
     if norm:  # the model file's own input statistics (files before this key existed used the defaults)
@@ -94,6 +106,32 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     try:
         model = build_model(config["model"], **{**config.get("model_kwargs", {}), **norm})
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot rebuild its {config['model']!r} model ({exc})") from exc
+        raise ValueError(f"{source}: cannot rebuild its {config['model']!r} model ({exc})") from exc
     model.load_state_dict(blob["state_dict"])
     return model.eval(), config
+
+
+def write_two_pass_model(first: str | Path, second: str | Path, out: str | Path) -> Path:
+    """Write the two-pass model file of ``first`` (any model file on face boxes) and ``second`` (trained on
+    aligned crops: its config has ``alignment``) to ``out``; returns ``out``.
+
+    Raises:
+        ValueError: ``second`` was not trained on aligned crops, ``first`` was (or is itself a two-pass file), or
+            either is not a 68-point model.
+    """
+    first_blob, second_blob = read_model_file(first), read_model_file(second)
+    if "alignment" not in second_blob["config"]:
+        raise ValueError(f"{second}: not trained on aligned crops (training_crops --aligned), so it cannot be a "
+                         "second pass")
+    if "alignment" in first_blob["config"] or "first_pass" in first_blob:
+        raise ValueError(f"{first}: a first pass must work on face boxes, not on aligned crops")
+    for path, blob in ((first, first_blob), (second, second_blob)):
+        if int(blob["config"].get("n_points", 68)) != 68:
+            raise ValueError(f"{path}: a two-pass method needs 68-point models (alignment uses points 17-67)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # first and second are read whole before out is replaced
+    tmp = out.with_suffix(".tmp")
+    torch.save({**second_blob, "first_pass": {"state_dict": first_blob["state_dict"],
+                                              "config": first_blob["config"]}}, tmp)
+    os.replace(tmp, out)
+    return out

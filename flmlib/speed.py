@@ -37,7 +37,9 @@ def model_size(spec, landmarker) -> dict:
     """Parameters and MB on disk of a method's model (what can be known of it)."""
     if spec.kind == "cnn":
         path = project_path(spec.options["checkpoint"])
-        n = sum(p.numel() for p in landmarker.model.parameters()) if landmarker.model is not None else None
+        # a two-pass method counts both of its networks
+        nets = landmarker.networks if hasattr(landmarker, "networks") else (landmarker.model,)
+        n = sum(p.numel() for net in nets for p in net.parameters()) if all(net is not None for net in nets) else None
         return {"parameters": int(n) if n is not None else None, "mb_on_disk": round(path.stat().st_size / 1e6, 3),
                 "file": str(spec.options["checkpoint"])}
     if spec.kind == "dlib_predictor":

@@ -176,24 +176,23 @@ class TrainConfig:
 
 
 def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainConfig:
-    """The training run of ``models.<model_id>`` in a loaded study configuration (:func:`flmlib.config.load_config`).
+    """The training run of ``models.<model_id>`` (or ``two_pass.<model_id>``) in a loaded study configuration
+    (:func:`flmlib.config.load_config`).
 
     Its recipe (``train.recipes.<recipe>``) gives the optimisation, ``train`` the shared knobs and the model entry its
-    architecture, pretrained initialiser and (optionally) seed. ``epochs`` (default ``train.epochs``) > 0 overrides the recipe's epochs (smoke runs); the lr
+    architecture, pretrained initialiser, augmentation overrides and (optionally) seed. ``epochs`` (default ``train.epochs``) > 0 overrides the recipe's epochs (smoke runs); the lr
     schedule is not rescaled, so a shortened ``faithful`` run never reaches its lr steps.
     """
-    if model_id not in study.models:
-        raise KeyError(f"unknown model {model_id!r}; params.yaml lists {sorted(study.models)}")
-    shared, model = study.train, study.models[model_id]
+    shared, model = study.train, study.trainable(model_id)
     named = study.train.recipes[model.recipe].model_dump()
     epochs = shared.epochs if epochs is None else int(epochs)
     if epochs > 0:
         named["epochs"] = epochs
     loss_params = {"mse": {}, "wing": {"w": shared.wing_w, "epsilon": shared.wing_epsilon},
                    "smooth_l1": {"beta": shared.smooth_l1_beta}}[named["loss"]]
-    augmentation = AugmentConfig(flip=shared.aug_flip, shift=shared.aug_shift, scale=shared.aug_scale,
-                                 rotate=shared.aug_rotate, brightness=shared.aug_brightness,
-                                 contrast=shared.aug_contrast)
+    augmentation = AugmentConfig(**{**dict(flip=shared.aug_flip, shift=shared.aug_shift, scale=shared.aug_scale,
+                                           rotate=shared.aug_rotate, brightness=shared.aug_brightness,
+                                           contrast=shared.aug_contrast), **model.augmentation})
     return TrainConfig(**named, loss_params=loss_params, augmentation=augmentation, model=model.architecture,
                        model_params=dict(model.architecture_kwargs), init=model.init,
                        init_mean_shape=shared.init_mean_shape,
@@ -214,7 +213,8 @@ class Split:
     ``crops`` ``(N, 3, S, S) uint8`` RGB context crops; ``points`` ``(N, P, 2) float32`` crop pixels;
     ``landmarks_image`` ``(N, P, 2) float32`` and ``boxes`` ``(N, 4) float32`` in image pixels; ``face_id`` ``(N,)``
     str; ``crop_size`` S and ``context_factor`` of the crops; ``valid`` ``(N, P) bool`` annotated points (missing
-    ones hold a finite placeholder); ``scheme`` the point scheme (P points).
+    ones hold a finite placeholder); ``scheme`` the point scheme (P points); ``align_mean`` ``(P, 2)`` box units for
+    aligned crops (:mod:`flmlib.alignment`; then ``landmarks_image`` and ``boxes`` are crop pixels), else None.
     """
 
     crops: torch.Tensor
@@ -226,6 +226,7 @@ class Split:
     context_factor: float
     valid: torch.Tensor | None = None
     scheme: PointScheme = IBUG68
+    align_mean: np.ndarray | None = None
 
     def __post_init__(self):
         if self.valid is None:
@@ -257,8 +258,9 @@ class Split:
 
 REQUIRED_KEYS = ("crops", "landmarks", "landmarks_image", "boxes", "face_id", "crop_size", "context_factor")
 #: Optional arrays of a split: ``valid`` ``(N, P) bool`` (absent: every point annotated) and ``point_scheme`` (a
-#: scalar string naming a :mod:`flmlib.point_schemes` scheme; absent: ``ibug68``).
-OPTIONAL_KEYS = ("valid", "point_scheme")
+#: scalar string naming a :mod:`flmlib.point_schemes` scheme; absent: ``ibug68``) and ``align_mean`` (aligned crops,
+#: :mod:`flmlib.training_crops`).
+OPTIONAL_KEYS = ("valid", "point_scheme", "align_mean")
 
 
 def load_training_split(path: str | Path, exclude: Sequence[str] = ()) -> Split:
@@ -321,6 +323,7 @@ def load_training_split(path: str | Path, exclude: Sequence[str] = ()) -> Split:
         context_factor=float(arrays["context_factor"]),
         valid=torch.from_numpy(valid[keep].copy()),
         scheme=scheme,
+        align_mean=np.asarray(arrays["align_mean"], np.float64) if "align_mean" in arrays else None,
     )
 
 
@@ -499,6 +502,11 @@ def model_config(config: TrainConfig, split: Split, model: torch.nn.Module) -> d
         "init": config.init or "random",
         "train": {**config.as_dict(), "augmentation": config.augmentation.as_dict()},
         "torch": torch.__version__,
+        **({} if getattr(split, "align_mean", None) is None else {"alignment": {
+            "mean": np.asarray(split.align_mean).tolist(),
+            "about": "trained on aligned crops: a second pass. The face's inner points (17-67) from a first pass are "
+                     "fitted onto mean (box units) by a similarity, and the aligned crop is what the model sees "
+                     "(flmlib.alignment)"}}),
     }
 
 

@@ -164,6 +164,7 @@ def test_speed_times_every_method_in_alternating_rounds(setup, tmp_path, capsys)
     params["models"] = {"onet": {**onet, "options": {"checkpoint": str(checkpoint)}},
                         "missing": {**onet, "options": {"checkpoint": str(tmp_path / "missing.pt")}}}
     params["methods"] = {"dlib": params["methods"]["dlib"]}
+    params["two_pass"] = {}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     out = tmp_path / "speed.json"

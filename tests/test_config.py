@@ -53,6 +53,11 @@ def test_the_study_params_load_whole():
     ("video.method", "openface", r"video\.method: 'openface' is not one of the methods"),
     ("video.min_cutoff", 0, r"video\.min_cutoff"),
     ("train.recipes.fast.schedule", "plateau2", r"train\.recipes\.fast\.schedule"),
+    ("two_pass.onet_two_pass.first", "sift", r"two_pass\.onet_two_pass\.first: 'sift' is not one of the models"),
+    ("two_pass.onet_two_pass.train_data", "prepared", r"two_pass\.onet_two_pass\.train_data: 'prepared' is not one"),
+    ("two_pass.onet_two_pass.augmentation", {"blur": 1.0}, r"two_pass\.onet_two_pass\.augmentation\.blur"),
+    ("models.onet.train_data", "crops/aligned96", r"aligned crops are for two_pass entries"),
+    ("crops.aligned_sizes", [8], r"crops.*8"),
 ])
 def test_a_bad_value_is_named_by_its_key(path, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -115,3 +120,19 @@ def test_a_key_that_dvcs_run_cache_ignores_is_refused():
     with pytest.raises(ConfigError, match=r"models\.onet\.architecture_kwargs\.size: DVC's run cache ignores"):
         parse_config(bad, "params.yaml")
     parse_config(raw, "params.yaml")
+
+
+def test_a_two_pass_entry_is_a_leaderboard_method_trained_like_a_model():
+    from flmlib.train import config_for_model
+
+    study = load_config()
+    assert "onet_two_pass" in study.leaderboard_ids
+    spec = study.method_spec("onet_two_pass")
+    assert spec.kind == "cnn" and spec.options["checkpoint"] == "models/onet_two_pass.pt"
+    run = config_for_model(study, "onet_two_pass")
+    entry = study.two_pass["onet_two_pass"]
+    assert run.augmentation.shift == entry.augmentation["shift"] != study.train.aug_shift  # its own strengths
+    assert run.augmentation.flip == study.train.aug_flip                                 # the rest shared
+    assert study.train_crop_size("onet_two_pass") == 96
+    with pytest.raises(ConfigError, match=r"two_pass: ids \['onet'\] are also models"):
+        parse_config(_with("two_pass.onet", {**RAW["two_pass"]["onet_two_pass"]}), "params.yaml")

@@ -26,6 +26,9 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     params["data"]["root"] = str(data_root)
     params["test_sets"] = {k: v for k, v in params["test_sets"].items() if k in TEST_SETS}
     params["models"] = {"onet": {**params["models"]["onet"], "options": {"checkpoint": str(model), "device": "cpu"}}}
+    two_pass_model = tmp_path / "models" / "two.pt"  # a two-pass method: onet, then a second O-Net on aligned crops
+    params["two_pass"] = {"two": {**next(iter(params["two_pass"].values())), "first": "onet", "init": "",
+                                  "options": {"checkpoint": str(two_pass_model), "device": "cpu"}}}
     params["methods"] = {"dlib": params["methods"]["dlib"],
                          "fixed": {"kind": "tests.fake_landmarker", "trained_on": "nothing",
                                    "caveats": ["A fixed shape: a test of the plumbing."]}}
@@ -42,7 +45,16 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
          val_path=str(prepared / "val.npz"), model_path=str(model), checkpoint_dir=str(tmp_path / "ckpt"),
          live_dir=str(tmp_path / "live"), augment_figure=str(reports / "aug.png"),
          curves_figure=str(reports / "curves.png"), timing_path=str(reports / "t_train.json"))
-    for method in ("onet", "dlib", "fixed"):
+    from flmlib.training_crops import run as cut_training_crops
+
+    aligned = tmp_path / params["two_pass"]["two"]["train_data"]
+    cut_training_crops(prepared, aligned, int(aligned.name.removeprefix("aligned")), workers=1, aligned=True)
+    _run("02-train.ipynb", tmp_path, "02-train-two.ipynb", params_path=p, model_id="two", epochs=1,
+         train_path=str(aligned / "train.npz"), val_path=str(aligned / "val.npz"), model_path=str(two_pass_model),
+         checkpoint_dir=str(tmp_path / "ckpt-two"), live_dir=str(tmp_path / "live-two"),
+         augment_figure=str(reports / "aug-two.png"), curves_figure=str(reports / "curves-two.png"),
+         timing_path=str(reports / "t_train_two.json"), first_pass_path=str(model))
+    for method in ("onet", "two", "dlib", "fixed"):
         for test_set in TEST_SETS:
             _run("03-predict.ipynb", tmp_path, f"03-{method}-{test_set}.ipynb", params_path=p, method=method,
                  test_set=test_set, limit=0, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"))
@@ -92,18 +104,20 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
          detectors_path=str(reports / "detectors.json"), update_readme=True, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")
-    assert set(errors["method"]) == {"onet", "dlib", "fixed"} and set(errors["test_set"]) == set(TEST_SETS)
+    assert set(errors["method"]) == {"onet", "two", "dlib", "fixed"} and set(errors["test_set"]) == set(TEST_SETS)
     faces = {key: sorted(group["face_id"]) for key, group in errors.groupby(["test_set", "method"])}
     for test_set in TEST_SETS:  # every method on exactly the same faces
-        assert faces[(test_set, "onet")] == faces[(test_set, "dlib")] == faces[(test_set, "fixed")] != []
+        assert faces[(test_set, "onet")] == faces[(test_set, "two")] == faces[(test_set, "dlib")] \
+            == faces[(test_set, "fixed")] != []
     detail = json.loads((reports / "detail.json").read_text())
     headline = json.loads((reports / "metrics.json").read_text())
     for test_set in TEST_SETS:
         entry = detail[test_set]["all"]
-        assert set(entry["methods"]) == {"onet", "dlib", "fixed"} and set(entry["vs_reference"]) == {"onet", "fixed"}
+        assert set(entry["methods"]) == {"onet", "two", "dlib", "fixed"}
+        assert set(entry["vs_reference"]) == {"onet", "two", "fixed"}
         assert entry["methods"]["fixed"]["n_failed"] >= 1  # the plug-in gave up on every third face
         assert 0 <= entry["methods"]["dlib"]["rmse_box/auc@0.08"] <= 1
-        assert set(headline[test_set]) == {"onet", "dlib", "fixed"}
+        assert set(headline[test_set]) == {"onet", "two", "dlib", "fixed"}
         assert (reports / "ced" / f"{test_set}.csv").is_file() and (reports / "fig" / f"ced_{test_set}.png").is_file()
     assert "by_yaw" in detail["test_aflw2000_lmbox"]["all"]["detection"]
     text = readme.read_text()

@@ -100,6 +100,7 @@ test_sets:
 models:
   onet: {architecture: onet, recipe: fast, train_data: prepared, trained_on: "300-W train", caveats: ["Small net."]}
   onet_s1: {architecture: onet, recipe: fast, train_data: prepared, seed: 1, repeat_of: onet}
+two_pass: {}
 methods:
   dlib: {kind: dlib_predictor, trained_on: "300-W"}
   mesh: {kind: mediapipe_mesh, points: mapped, caveats: ["Mapped points."]}

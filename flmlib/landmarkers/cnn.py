@@ -128,10 +128,22 @@ class CNNLandmarker:
         inputs before it are still made in torch on ``device``.
         """
         path = project_path(path)
+        if backend not in BACKENDS:  # before reading the file
+            raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
+        model, config = load_trained(path, map_location="cpu")
+        return cls.from_model(model, config, source=str(path), device=device, backend=backend,
+                              batch_size=batch_size, threads=threads, precision=precision, spec=spec)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, config: dict, source: str = "model", device: str = "auto",
+                   backend: str = "torch", batch_size: int = 256, threads: int | None = None,
+                   precision: str = "fp32", spec: MethodSpec | None = None) -> "CNNLandmarker":
+        """A loaded model and its model-file config (:func:`flmlib.models.load_trained`), run as
+        :meth:`from_checkpoint` describes."""
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
         device = resolve_device(str(device))
-        model, config = load_trained(path, map_location="cpu" if backend == "onnx" else device)
+        model = model.to("cpu" if backend == "onnx" else device)
         session = None
         if backend == "onnx":
             from flmlib.export import onnx_bytes, onnx_session
@@ -139,7 +151,7 @@ class CNNLandmarker:
             session = onnx_session(onnx_bytes(model, config), threads=threads)
             model = None
         return cls(model, config, backend=backend, device=device, batch_size=batch_size, session=session,
-                   source=str(path), precision=precision, spec=spec)
+                   source=source, precision=precision, spec=spec)
 
     @classmethod
     def from_onnx(cls, path: str | Path, batch_size: int = 256, threads: int | None = None,
@@ -266,10 +278,15 @@ class CNNLandmarker:
 
 def build(spec: MethodSpec, checkpoint: str | Path = DEFAULT_CHECKPOINT, **kwargs) -> CNNLandmarker:
     """The landmarker of ``spec`` from ``checkpoint``: a ``.pt`` model file (kwargs: ``device``, ``backend``,
-    ``batch_size``, ``threads``, ``precision``) or an exported ``.onnx`` (kwargs: ``batch_size``, ``threads``)."""
+    ``batch_size``, ``threads``, ``precision``), a two-pass model file (:mod:`flmlib.landmarkers.two_pass`, the same
+    kwargs) or an exported ``.onnx`` (kwargs: ``batch_size``, ``threads``)."""
     if str(checkpoint).endswith(".onnx"):
         kwargs.pop("backend", None), kwargs.pop("device", None)
         if kwargs.pop("precision", "fp32") != "fp32":
             raise ValueError(f"{checkpoint}: an ONNX model runs in fp32 only")
         return CNNLandmarker.from_onnx(checkpoint, spec=spec, **kwargs)
+    from flmlib.landmarkers.two_pass import TwoPassLandmarker, is_two_pass
+
+    if is_two_pass(checkpoint):
+        return TwoPassLandmarker.from_file(checkpoint, spec=spec, **kwargs)
     return CNNLandmarker.from_checkpoint(checkpoint, spec=spec, **kwargs)

@@ -1,0 +1,93 @@
+"""Two-pass landmarkers: a first model's points align the face for a second model trained on aligned crops."""
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from flmlib.alignment import box_in_crop, invert_matrices, map_points
+from flmlib.landmarkers.base import MethodSpec
+from flmlib.landmarkers.cnn import CNNLandmarker, build
+from flmlib.landmarkers.two_pass import TwoPassLandmarker, is_two_pass
+from flmlib.models import build_model, write_two_pass_model
+from flmlib.train import TrainConfig, model_config, save_model
+
+
+def _mean_face() -> np.ndarray:
+    """A face-like mean shape in box units: 68 points spread over the box, no two alike."""
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.15, 0.85, size=(68, 2))
+
+
+def _constant_onet(units: np.ndarray) -> torch.nn.Module:
+    """An O-Net whose output is ``units`` (box units) for any input: head weights zero, bias the points."""
+    model = build_model("onet").eval()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.as_tensor(units.reshape(-1), dtype=torch.float32))
+    return model
+
+
+def _save(path, model, mean=None):
+    split = types.SimpleNamespace(crop_size=96, context_factor=2.0, align_mean=mean)
+    save_model(path, model, model_config(TrainConfig(), split, model))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    mean = _mean_face()
+    first = _save(tmp_path / "first.pt", build_model("onet").eval())
+    second = _save(tmp_path / "second.pt", _constant_onet(mean), mean)
+    return first, second, mean
+
+
+def test_the_two_pass_file_holds_both_models_and_opens_as_one_method(files, tmp_path):
+    first, second, _ = files
+    out = write_two_pass_model(first, second, tmp_path / "two.pt")
+    assert is_two_pass(out) and not is_two_pass(first)
+    landmarker = build(MethodSpec(id="two", kind="cnn"), out, device="cpu")
+    assert isinstance(landmarker, TwoPassLandmarker) and landmarker.name == "two"
+    image = np.random.default_rng(1).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    boxes = [np.array([[40.0, 30.0, 140.0, 130.0]]), np.zeros((0, 4)), np.array([[150, 40, 250, 140], [10, 10, 90, 90.0]])]
+    points = landmarker.predict_batch([image, image, image], boxes)
+    assert [p.shape for p in points] == [(1, 68, 2), (0, 68, 2), (2, 68, 2)]
+    assert all(np.isfinite(p).all() and p.dtype == np.float32 for p in points)
+
+
+def test_second_pass_geometry_maps_its_output_back_through_the_alignment(files):
+    """A second network that always answers the mean shape returns, in the image, the mean shape placed by the inverse
+    alignment: for a face that *is* the mean shape turned and scaled, exactly the face's points."""
+    _, second, mean = files
+    box = box_in_crop(96, 2.0)
+    in_crop = box[:2] + mean * (box[2:] - box[:2])
+    a = np.deg2rad(25)
+    image_to_crop = np.array([[0.6 * np.cos(a), -0.6 * np.sin(a), 5.0], [0.6 * np.sin(a), 0.6 * np.cos(a), -20.0]])
+    face = map_points(in_crop[None], invert_matrices(image_to_crop[None]))  # (1, 68, 2) image pixels
+    landmarker = TwoPassLandmarker(first=None, second=CNNLandmarker.from_checkpoint(second, device="cpu"),
+                                   spec=MethodSpec(id="two", kind="cnn"))
+    image = np.zeros((300, 300, 3), np.uint8)
+    np.testing.assert_allclose(landmarker.refine([image], face), face, atol=1e-3)
+
+
+def test_a_second_pass_must_be_trained_on_aligned_crops(files, tmp_path):
+    first, second, _ = files
+    with pytest.raises(ValueError, match="not trained on aligned crops"):
+        write_two_pass_model(first, first, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="first pass must work on face boxes"):
+        write_two_pass_model(second, second, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="aligned crops"):
+        TwoPassLandmarker(first=None, second=CNNLandmarker.from_checkpoint(first, device="cpu"))
+    with pytest.raises(ValueError, match="not a two-pass model file"):
+        TwoPassLandmarker.from_file(first)
+
+
+def test_speed_counts_both_networks_of_a_two_pass_method(files, tmp_path):
+    from flmlib.speed import model_size
+
+    first, second, _ = files
+    out = write_two_pass_model(first, second, tmp_path / "two.pt")
+    spec = MethodSpec(id="two", kind="cnn", options={"checkpoint": str(out)})
+    landmarker = build(spec, out, device="cpu")
+    one = sum(p.numel() for p in build_model("onet").parameters())
+    assert model_size(spec, landmarker)["parameters"] == 2 * one
