@@ -31,7 +31,7 @@ def test_notebook_defaults_write_under_scratch_only():
 
     inputs = {"params_path", "train_path", "val_path", "prepared_dir", "readme_path", "predictions_dir",
               "errors_path", "regions_path", "detail_path", "timings_dir", "speed_path", "partial_labels_path",
-              "video_path", "detectors_path"}
+              "video_path", "detectors_path", "first_pass_path"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
