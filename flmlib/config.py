@@ -12,6 +12,8 @@ Sections (one per stage kind, so each DVC stage names exactly the sections it re
 * ``train``: the knobs every training run shares, and the named ``recipes`` (optimiser and schedule).
 * ``models``: id -> :class:`Model`, the networks the study trains (one ``train@<id>`` stage each). Each is also a
   compared method with the same id (kind ``cnn``, one ``predict_model@<id>-<test set>`` stage each).
+* ``two_pass``: id -> :class:`TwoPass`, two-pass landmarkers: a ``models`` entry as first pass and a second network
+  trained on aligned crops (one ``train_two_pass@<id>`` and one ``predict_two_pass@<id>-<test set>`` stage each).
 * ``methods``: id -> :class:`Method`, the compared landmarkers that come with their own weights (dlib, MediaPipe;
   one ``predict@<method>-<test set>`` stage each).
 * ``reference``: the method every other is compared against (paired differences).
@@ -183,7 +185,7 @@ class Crops(_Section):
     """Training crops at other sizes (``crops@<size>`` stages), cut from prepare's boxes for larger networks."""
 
     sizes: list[int] = []
-    aligned_sizes: list[int] = []  # aligned crops for second passes (aligned@<size> stages, crops/aligned<size>)
+    aligned_sizes: list[int] = []  # aligned crops for second passes (aligned_crops@<size>: crops/aligned<size>)
     workers: int = Field(2, ge=0)
 
     @model_validator(mode="after")
@@ -222,8 +224,8 @@ class Model(_Section):
 class TwoPass(Model):
     """A two-pass landmarker (:mod:`flmlib.landmarkers.two_pass`): the trained model ``first`` (a ``models:`` entry)
     places the points on the face box, and this entry's network, trained on aligned crops (``train_data:
-    crops/aligned<size>``), refines them on the crop those points align. ``train@<id>`` writes both networks into
-    ``models/<id>.pt``."""
+    crops/aligned<size>``), refines them on the crop those points align. ``train_two_pass@<id>`` writes both networks
+    into ``models/<id>.pt``."""
 
     first: str
 
@@ -406,7 +408,7 @@ class Study(_Section):
 
     @property
     def method_ids(self) -> list[str]:
-        """Every compared method: the trained models, then the methods with their own weights."""
+        """Every compared method: the trained models, the two-pass entries, then the methods with their own weights."""
         return [*self.models, *self.two_pass, *self.methods]
 
     def method_spec(self, method_id: str) -> MethodSpec:

@@ -9,7 +9,7 @@ splits are cut again (test sets are predicted from the original images at any si
 ``crops/<size>/train.npz`` and ``val.npz`` hold every array of the prepared split (:mod:`flmlib.prepare`), with
 ``crops`` ``(N, size, size, 3) uint8``, ``landmarks`` (crop pixels) and ``crop_size`` replaced.
 
-``--aligned`` cuts *aligned* crops instead (the ``aligned@<size>`` stage, for a second landmark pass,
+``--aligned`` cuts *aligned* crops instead (the ``aligned_crops@<size>`` stage, for a second landmark pass,
 :mod:`flmlib.alignment`): each face is rotated and scaled so that its annotated inner points fit the training faces'
 mean shape, placed where a context crop puts the face box. Those files also hold ``align_mean`` ``(68, 2)`` (box units,
 from the training split, used for both splits) and ``align_matrices`` ``(N, 2, 3)`` (image -> crop), and

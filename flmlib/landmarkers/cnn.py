@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from flmlib.crops import box_units_to_image
-from flmlib.models import load_trained
+from flmlib.models import build_from_blob, load_trained, read_model_file
 from flmlib.paths import project_path
 from flmlib.device import resolve_device
 from flmlib.landmarkers.base import MethodSpec, check_batch, check_boxes
@@ -285,8 +285,10 @@ def build(spec: MethodSpec, checkpoint: str | Path = DEFAULT_CHECKPOINT, **kwarg
         if kwargs.pop("precision", "fp32") != "fp32":
             raise ValueError(f"{checkpoint}: an ONNX model runs in fp32 only")
         return CNNLandmarker.from_onnx(checkpoint, spec=spec, **kwargs)
-    from flmlib.landmarkers.two_pass import TwoPassLandmarker, is_two_pass
+    from flmlib.landmarkers.two_pass import TwoPassLandmarker
 
-    if is_two_pass(checkpoint):
-        return TwoPassLandmarker.from_file(checkpoint, spec=spec, **kwargs)
-    return CNNLandmarker.from_checkpoint(checkpoint, spec=spec, **kwargs)
+    path = project_path(checkpoint)
+    blob = read_model_file(path)  # read once: a two-pass file holds a first model as well
+    if "first_pass" in blob:
+        return TwoPassLandmarker.from_blob(blob, str(path), spec=spec, **kwargs)
+    return CNNLandmarker.from_model(*build_from_blob(blob, str(path)), source=str(path), spec=spec, **kwargs)

@@ -19,15 +19,10 @@ import numpy as np
 
 from flmlib.alignment import aligned_crops, alignment_matrices, box_in_crop, invert_matrices, map_points
 from flmlib.landmarkers.base import MethodSpec, check_batch
-from flmlib.models import read_model_file, write_two_pass_model
+from flmlib.models import build_from_blob, read_model_file, write_two_pass_model
 from flmlib.paths import project_path
 
 N_POINTS = 68
-
-
-def is_two_pass(path: str | Path) -> bool:
-    """True when the model file at ``path`` holds a first pass (:func:`flmlib.models.write_two_pass_model`)."""
-    return "first_pass" in read_model_file(project_path(path))
 
 
 class TwoPassLandmarker:
@@ -70,15 +65,19 @@ class TwoPassLandmarker:
     def from_file(cls, path: str | Path, spec: MethodSpec | None = None, **kwargs) -> "TwoPassLandmarker":
         """Open a two-pass model file; ``kwargs`` (``device``, ``batch_size``, ``threads``, ``backend``,
         ``precision``) apply to both networks."""
-        from flmlib.landmarkers.cnn import CNNLandmarker
-        from flmlib.models import build_from_blob
+        path = project_path(path)
+        return cls.from_blob(read_model_file(path), str(path), spec=spec, **kwargs)
 
-        blob = read_model_file(project_path(path))
+    @classmethod
+    def from_blob(cls, blob: dict, source: str, spec: MethodSpec | None = None, **kwargs) -> "TwoPassLandmarker":
+        """A two-pass model file's dict (:func:`flmlib.models.read_model_file`); ``source`` names it in errors."""
+        from flmlib.landmarkers.cnn import CNNLandmarker
+
         if "first_pass" not in blob:
-            raise ValueError(f"{path}: not a two-pass model file (no first_pass)")
-        first = CNNLandmarker.from_model(*build_from_blob(blob["first_pass"], f"{path} (first pass)"),
-                                         source=f"{path} (first pass)", **kwargs)
-        second = CNNLandmarker.from_model(*build_from_blob(blob, str(path)), source=str(path), **kwargs)
+            raise ValueError(f"{source}: not a two-pass model file (no first_pass)")
+        first = CNNLandmarker.from_model(*build_from_blob(blob["first_pass"], f"{source} (first pass)"),
+                                         source=f"{source} (first pass)", **kwargs)
+        second = CNNLandmarker.from_model(*build_from_blob(blob, source), source=source, **kwargs)
         return cls(first, second, spec=spec)
 
     def input_matrices(self, points: np.ndarray) -> np.ndarray:
