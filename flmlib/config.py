@@ -338,8 +338,8 @@ class Study(_Section):
             if entry.first not in self.models:
                 raise ValueError(f"two_pass.{pass_id}.first: {entry.first!r} is not one of the models "
                                  f"{sorted(self.models)}")
-            if entry.repeat_of or entry.ablation_of:
-                raise ValueError(f"two_pass.{pass_id}: seed repeats and ablations are models: entries")
+            if entry.ablation_of:
+                raise ValueError(f"two_pass.{pass_id}.ablation_of: ablations are models: entries")
         for model_id, model in self.models.items():
             if model.ablation_of is not None and (model.ablation_of not in self.models or model.repeat_of):
                 raise ValueError(f"models.{model_id}.ablation_of: {model.ablation_of!r} is not another model entry "
@@ -355,20 +355,23 @@ class Study(_Section):
             test_set = getattr(self, section).test_set
             if test_set not in self.test_sets:
                 raise ValueError(f"{section}.test_set: {test_set!r} is not one of the test sets {sorted(self.test_sets)}")
-        for model_id, model in self.models.items():
-            if model.repeat_of is None:
-                continue
-            base = self.models.get(model.repeat_of)
-            if base is None or base.repeat_of is not None:
-                raise ValueError(f"models.{model_id}.repeat_of: {model.repeat_of!r} is not a model entry of its own")
-            same = ("architecture", "architecture_kwargs", "recipe", "train_data", "init")
-            differ = [k for k in same if getattr(model, k) != getattr(base, k)]
-            if differ:
-                raise ValueError(f"models.{model_id}: a repeat of {model.repeat_of!r} must train it the same way; "
-                                 f"{differ} differ")
-            if (model.seed if model.seed is not None else self.train.seed) == \
-                    (base.seed if base.seed is not None else self.train.seed):
-                raise ValueError(f"models.{model_id}.seed: a repeat of {model.repeat_of!r} needs another seed")
+        # A seed repeat trains an entry of its own section (models: or two_pass:) again, the same way.
+        for section, entries in (("models", self.models), ("two_pass", self.two_pass)):
+            for model_id, model in entries.items():
+                if model.repeat_of is None:
+                    continue
+                base = entries.get(model.repeat_of)
+                if base is None or base.repeat_of is not None:
+                    raise ValueError(f"{section}.{model_id}.repeat_of: {model.repeat_of!r} is not a {section} entry "
+                                     "of its own")
+                same = ("architecture", "architecture_kwargs", "recipe", "train_data", "init", "augmentation",
+                        *(("first",) if section == "two_pass" else ()))
+                differ = [k for k in same if getattr(model, k) != getattr(base, k)]
+                if differ:
+                    raise ValueError(f"{section}.{model_id}: a repeat of {model.repeat_of!r} must train it the same "
+                                     f"way; {differ} differ")
+                if self.seed_of(model_id) == self.seed_of(model.repeat_of):
+                    raise ValueError(f"{section}.{model_id}.seed: a repeat of {model.repeat_of!r} needs another seed")
         if self.report.headline_test_set not in self.test_sets:
             raise ValueError(f"report.headline_test_set: {self.report.headline_test_set!r} is not one of the test "
                              f"sets {sorted(self.test_sets)}")
@@ -387,8 +390,9 @@ class Study(_Section):
     def leaderboard_ids(self) -> list[str]:
         """The compared methods without the seed repeats of a model (those go to the seed table) and its ablations
         (the ablation table)."""
-        return [m for m in self.method_ids if m not in self.models
-                or (self.models[m].repeat_of is None and self.models[m].ablation_of is None)]
+        trained = {**self.models, **self.two_pass}
+        return [m for m in self.method_ids if m not in trained
+                or (trained[m].repeat_of is None and trained[m].ablation_of is None)]
 
     def ablations(self) -> dict[str, list[str]]:
         """Model id -> the entries that train it with one change (``ablation_of``)."""
@@ -399,9 +403,9 @@ class Study(_Section):
         return out
 
     def repeats(self) -> dict[str, list[str]]:
-        """Model id -> its runs with other seeds (itself first), for the models that have repeats."""
+        """Model or two-pass id -> its runs with other seeds (itself first), for the entries that have repeats."""
         out: dict[str, list[str]] = {}
-        for model_id, model in self.models.items():
+        for model_id, model in {**self.models, **self.two_pass}.items():
             if model.repeat_of is not None:
                 out.setdefault(model.repeat_of, [model.repeat_of]).append(model_id)
         return out
@@ -444,6 +448,11 @@ class Study(_Section):
             return self.two_pass[model_id]
         raise KeyError(f"unknown model {model_id!r}; params.yaml lists models {sorted(self.models)} and two_pass "
                        f"{sorted(self.two_pass)}")
+
+    def seed_of(self, model_id: str) -> int:
+        """The seed a trained method is trained with: its own ``seed``, else ``train.seed``."""
+        seed = self.trainable(model_id).seed
+        return self.train.seed if seed is None else seed
 
     def model_path(self, model_id: str) -> str:
         """Where ``train@<model_id>`` writes the trained model, relative to the project root."""

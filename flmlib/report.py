@@ -338,24 +338,29 @@ def speed_note(speed: Mapping | None) -> str:
 def seeds_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR,
                    threshold: float = M.THRESHOLDS[0]) -> str:
     """The seed table: for each model trained with several seeds (``repeat_of`` entries), its AUC per test set as
-    mean, standard deviation and range over the seeds, next to the reference's AUC on the same faces."""
+    mean, standard deviation and range over the seeds, next to the reference's AUC on the same faces, and each seed's
+    paired AUC difference against the reference with its 95% CI (whether a lead over it survives the seed)."""
     k = M.threshold_key(threshold)
     auc_key = f"{error}/auc@{k}"
     repeats = study.repeats()
     if not repeats:
         return ""
-    lines = [f"| Model | seeds | Test set | AUC@{k} mean | sd | min – max | {study.reference} |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+    lines = [f"| Model | seeds | Test set | AUC@{k} mean | sd | min – max | {study.reference} | "
+             f"AUC − {study.reference} per seed [95% CI] |",
+             "|---|---:|---|---:|---:|---:|---:|---|"]
     for model, runs in repeats.items():
-        seeds = [study.models[r].seed if study.models[r].seed is not None else study.train.seed for r in runs]
+        seeds = [study.seed_of(r) for r in runs]
         for test_set in detail:
             methods = detail[test_set]["all"]["methods"]
             values = [methods[r][auc_key] for r in runs if r in methods and methods[r].get(auc_key) is not None]
             if len(values) < 2:
                 continue
             ref = methods.get(study.reference, {}).get(auc_key)
+            diffs = "; ".join(_diff_cell(detail[test_set]["all"]["vs_reference"].get(r, {}), auc_key)
+                              for r in runs if r in methods)
             lines.append(f"| {model} | {', '.join(map(str, seeds))} | {test_set} | {np.mean(values):.3f} | "
-                         f"{np.std(values, ddof=1):.3f} | {min(values):.3f} – {max(values):.3f} | {_fmt(ref)} |")
+                         f"{np.std(values, ddof=1):.3f} | {min(values):.3f} – {max(values):.3f} | {_fmt(ref)} | "
+                         f"{diffs} |")
     return "\n".join(lines) + "\n"
 
 

@@ -199,7 +199,7 @@ def config_for_model(study, model_id: str, epochs: int | None = None) -> TrainCo
                        precision=shared.precision, batch_size=shared.batch_size, use_300w=shared.use_300w,
                        use_youtube=shared.use_youtube, augment=shared.augment,
                        ignore_points={k: list(v) for k, v in model.ignore_points.items()},
-                       seed=shared.seed if model.seed is None else model.seed,
+                       seed=study.seed_of(model_id),
                        device=shared.device, threads=shared.threads)
 
 

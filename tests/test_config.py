@@ -58,6 +58,11 @@ def test_the_study_params_load_whole():
     ("two_pass.onet_two_pass.augmentation", {"blur": 1.0}, r"two_pass\.onet_two_pass\.augmentation\.blur"),
     ("models.onet.train_data", "crops/aligned96", r"aligned crops are for two_pass entries"),
     ("crops.aligned_sizes", [8], r"crops.*8"),
+    ("two_pass.onet_two_pass_seed1.first", "onet", r"two_pass\.onet_two_pass_seed1: a repeat of 'onet_two_pass' must "
+                                                   r"train it the same way; \['first'\] differ"),
+    ("two_pass.onet_two_pass_seed1.seed", 0, r"two_pass\.onet_two_pass_seed1\.seed: .* needs another seed"),
+    ("two_pass.onet_two_pass_seed1.repeat_of", "onet", r"repeat_of: 'onet' is not a two_pass entry of its own"),
+    ("models.efficientnet_lite0_seed1.augmentation", {"rotate": 1.0}, r"\['augmentation'\] differ"),
 ])
 def test_a_bad_value_is_named_by_its_key(path, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -74,7 +79,12 @@ def test_a_whole_study_error_does_not_dump_the_file():
 def test_ablations_and_repeats_stay_off_the_leaderboard():
     study = load_config()
     assert study.ablations() == {"onet": ["onet_youtube_jaw_masked"]}
-    assert "onet_youtube_jaw_masked" not in study.leaderboard_ids and "onet_mtcnn_seed1" not in study.leaderboard_ids
+    assert "onet_youtube_jaw_masked" not in study.leaderboard_ids
+    for model_id, runs in study.repeats().items():  # seed repeats of models: and of two_pass: entries
+        assert runs[0] == model_id and model_id in study.leaderboard_ids
+        assert not set(runs[1:]) & set(study.leaderboard_ids)
+        assert len({study.seed_of(r) for r in runs}) == len(runs)
+    assert "onet_two_pass_seed1" in study.repeats().get("onet_two_pass", [])
     assert study.models["onet_youtube_jaw_masked"].ignore_points == {"youtube": ["jaw"]}
 
 
@@ -134,5 +144,6 @@ def test_a_two_pass_entry_is_a_leaderboard_method_trained_like_a_model():
     assert run.augmentation.shift == entry.augmentation["shift"] != study.train.aug_shift  # its own strengths
     assert run.augmentation.flip == study.train.aug_flip                                 # the rest shared
     assert study.train_crop_size("onet_two_pass") == 96
+    assert config_for_model(study, "onet_two_pass_seed2").seed == study.seed_of("onet_two_pass_seed2") == 2
     with pytest.raises(ConfigError, match=r"two_pass: ids \['onet'\] are also models"):
         parse_config(_with("two_pass.onet", {**RAW["two_pass"]["onet_two_pass"]}), "params.yaml")

@@ -236,6 +236,10 @@ def test_seed_table_gives_mean_sd_and_range_over_the_seeds():
     row = next(line for line in md.splitlines() if "| aflw-test |" in line)
     assert row.startswith("| onet | 0, 1 | aflw-test |")
     assert f"{np.mean(values):.3f} | {np.std(values, ddof=1):.3f} | {min(values):.3f} – {max(values):.3f}" in row
+    # each seed's paired difference against the reference, with its interval
+    vs = detail["aflw-test"]["all"]["vs_reference"]
+    for m in ("onet", "onet_s1"):
+        assert f"{vs[m]['rmse_box/auc@0.08/diff']:+.3f} [{vs[m]['rmse_box/auc@0.08/ci95_lo']:+.3f}," in row
 
 
 def test_accuracy_speed_figure_has_a_point_per_timed_method():
