@@ -54,6 +54,8 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
          checkpoint_dir=str(tmp_path / "ckpt-two"), live_dir=str(tmp_path / "live-two"),
          augment_figure=str(reports / "aug-two.png"), curves_figure=str(reports / "curves-two.png"),
          timing_path=str(reports / "t_train_two.json"), first_pass_path=str(model))
+    stages = [json.loads((reports / f).read_text())["stage"] for f in ("t_train.json", "t_train_two.json")]
+    assert stages == ["train@onet", "train_two_pass@two"]  # each timing record names the dvc.yaml stage
     for method in ("onet", "two", "dlib", "fixed"):
         for test_set in TEST_SETS:
             _run("03-predict.ipynb", tmp_path, f"03-{method}-{test_set}.ipynb", params_path=p, method=method,
