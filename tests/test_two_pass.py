@@ -91,3 +91,41 @@ def test_speed_counts_both_networks_of_a_two_pass_method(files, tmp_path):
     landmarker = build(spec, out, device="cpu")
     one = sum(p.numel() for p in build_model("onet").parameters())
     assert model_size(spec, landmarker)["parameters"] == 2 * one
+
+
+def test_unmirror_renumbers_and_reflects_so_a_symmetric_face_is_its_own_mirror_image():
+    from flmlib.landmarkers.cnn import unmirror_box_units
+
+    face = _mean_face()[None].astype(np.float32)
+    np.testing.assert_allclose(unmirror_box_units(unmirror_box_units(face)), face, atol=1e-6)  # an involution
+    symmetric = (face + unmirror_box_units(face)) / 2
+    np.testing.assert_allclose(unmirror_box_units(symmetric), symmetric, atol=1e-6)
+    assert unmirror_box_units(face)[0, 36, 0] == pytest.approx(1 - face[0, 45, 0])  # outer eye corners swap sides
+
+
+def test_flip_test_averages_a_prediction_with_its_mirror_image(files):
+    """A network that answers one face for every input sees that face mirrored in the mirrored input, so the flip
+    test returns the face's symmetric part; a symmetric face comes back unchanged."""
+    from flmlib.landmarkers.cnn import unmirror_box_units
+
+    _, _, mean = files
+    image = np.random.default_rng(2).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[30.0, 20.0, 90.0, 80.0], [70.0, 30.0, 150.0, 110.0]])
+    symmetric = (mean + unmirror_box_units(mean[None].astype(np.float32))[0]) / 2
+    config = model_config(TrainConfig(), types.SimpleNamespace(crop_size=96, context_factor=2.0, align_mean=None),
+                          build_model("onet"))
+    for units, expected in ((mean, symmetric), (symmetric, symmetric)):
+        plain = CNNLandmarker.from_model(_constant_onet(units), config, device="cpu")
+        flip = CNNLandmarker.from_model(_constant_onet(units), config, device="cpu", flip_test=True, batch_size=1)
+        crops = plain.input_tensor(plain.input_crops(image, boxes))
+        np.testing.assert_allclose(plain.run_network(crops), np.broadcast_to(units, (2, 68, 2)), atol=1e-6)
+        np.testing.assert_allclose(flip.run_network(crops), np.broadcast_to(expected, (2, 68, 2)), atol=1e-6)
+
+
+def test_a_two_pass_flip_test_runs_on_the_second_network_only(files, tmp_path):
+    first, second, _ = files
+    out = write_two_pass_model(first, second, tmp_path / "two.pt")
+    landmarker = build(MethodSpec(id="two", kind="cnn"), out, device="cpu", flip_test=True)
+    assert landmarker.second.flip_test and not landmarker.first.flip_test
+    image = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    assert landmarker.predict(image, np.array([[40.0, 30.0, 140.0, 130.0]])).shape == (1, 68, 2)

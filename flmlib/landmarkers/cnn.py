@@ -25,6 +25,7 @@ import torch
 from flmlib.crops import box_units_to_image
 from flmlib.models import build_from_blob, load_trained, read_model_file
 from flmlib.paths import project_path
+from flmlib.point_schemes import IBUG68
 from flmlib.device import resolve_device
 from flmlib.landmarkers.base import MethodSpec, check_batch, check_boxes
 from flmlib.landmarkers.crop_geometry import BOX_ONLY, CropCutter, CropGeometry
@@ -36,6 +37,15 @@ DEFAULT_CHECKPOINT = "models/onet.pt"
 
 
 # ------------------------------------------------------------------------------------------------------ O-Net
+
+
+def unmirror_box_units(units: np.ndarray) -> np.ndarray:
+    """Points predicted on a left-right mirrored input ``(N, 68, 2)`` box units -> the same points on the unmirrored
+    input: renumbered with the 68-point mirror permutation, x reflected about the box centre (``x -> 1 - x``; the
+    crops are centred on the box, so mirroring the input mirrors the box onto itself)."""
+    back = np.array(units[:, IBUG68.mirror], dtype=np.float32)
+    back[..., 0] = 1.0 - back[..., 0]
+    return back
 
 
 def check_model_config(config: dict, source: str) -> dict:
@@ -73,6 +83,9 @@ class CNNLandmarker:
         forward: replaces the model call of the torch backends (the benchmark times layout variants with it); it
             must compute exactly what ``model`` computes.
         precision: ``fp32`` or ``bf16`` (torch backends only; see :data:`PRECISIONS`).
+        flip_test: also run the network on each input mirrored left-right and average the two predictions (the
+            mirrored one renumbered with the 68-point mirror permutation): the field's "flip test", twice the network
+            time for a lower error.
         spec: the method's spec (its id names the predictions); default: a spec named after the model file's
             architecture.
     """
@@ -80,7 +93,7 @@ class CNNLandmarker:
     def __init__(self, model: torch.nn.Module | None, config: dict, backend: str = "torch",
                  device: str | torch.device = "cpu", batch_size: int = 256, session=None, source: str = "model",
                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None, precision: str = "fp32",
-                 spec: MethodSpec | None = None):
+                 spec: MethodSpec | None = None, flip_test: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
         if precision not in PRECISIONS or (precision != "fp32" and backend == "onnx"):
@@ -95,6 +108,7 @@ class CNNLandmarker:
         self.config = check_model_config(config, source)
         self.spec = spec if spec is not None else MethodSpec(id=str(config["model"]), kind="cnn")
         self.backend, self.batch_size, self.source, self.precision = backend, batch_size, source, precision
+        self.flip_test = bool(flip_test)
         self.device = resolve_device(str(device))
         self.geometry = CropGeometry.from_config(config)
         self.cutter = CropCutter()
@@ -120,7 +134,7 @@ class CNNLandmarker:
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str = "auto", backend: str = "torch",
                         batch_size: int = 256, threads: int | None = None, precision: str = "fp32",
-                        spec: MethodSpec | None = None) -> "CNNLandmarker":
+                        spec: MethodSpec | None = None, flip_test: bool = False) -> "CNNLandmarker":
         """Load a model file written by :func:`flmlib.train.save_model` (relative paths: from the project root).
 
         With ``backend="onnx"`` the network is exported to ONNX in memory (:func:`flmlib.export.onnx_bytes`) and
@@ -132,12 +146,14 @@ class CNNLandmarker:
             raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
         model, config = load_trained(path, map_location="cpu")
         return cls.from_model(model, config, source=str(path), device=device, backend=backend,
-                              batch_size=batch_size, threads=threads, precision=precision, spec=spec)
+                              batch_size=batch_size, threads=threads, precision=precision, spec=spec,
+                              flip_test=flip_test)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, config: dict, source: str = "model", device: str = "auto",
                    backend: str = "torch", batch_size: int = 256, threads: int | None = None,
-                   precision: str = "fp32", spec: MethodSpec | None = None) -> "CNNLandmarker":
+                   precision: str = "fp32", spec: MethodSpec | None = None,
+                   flip_test: bool = False) -> "CNNLandmarker":
         """A loaded model and its model-file config (:func:`flmlib.models.load_trained`), run as
         :meth:`from_checkpoint` describes."""
         if backend not in BACKENDS:
@@ -151,11 +167,11 @@ class CNNLandmarker:
             session = onnx_session(onnx_bytes(model, config), threads=threads)
             model = None
         return cls(model, config, backend=backend, device=device, batch_size=batch_size, session=session,
-                   source=source, precision=precision, spec=spec)
+                   source=source, precision=precision, spec=spec, flip_test=flip_test)
 
     @classmethod
     def from_onnx(cls, path: str | Path, batch_size: int = 256, threads: int | None = None,
-                  spec: MethodSpec | None = None) -> "CNNLandmarker":
+                  spec: MethodSpec | None = None, flip_test: bool = False) -> "CNNLandmarker":
         """Load an ONNX file written by :func:`flmlib.export.export_onnx` (it carries the model config)."""
         from flmlib.export import onnx_config, onnx_session
 
@@ -163,7 +179,8 @@ class CNNLandmarker:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ONNX model file not found")
         return cls(None, onnx_config(path), backend="onnx", batch_size=batch_size,
-                   session=onnx_session(path.read_bytes(), threads=threads), source=str(path), spec=spec)
+                   session=onnx_session(path.read_bytes(), threads=threads), source=str(path), spec=spec,
+                   flip_test=flip_test)
 
     # -- the pieces of the pipeline, public so the benchmark can time them separately
 
@@ -174,12 +191,19 @@ class CNNLandmarker:
 
     @torch.inference_mode()
     def run_network(self, inputs: torch.Tensor) -> np.ndarray:
-        """Network inputs ``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2) float32`` box units, in chunks of batch_size."""
-        out = [self.runtime(inputs[start : start + self.batch_size])
-               for start in range(0, len(inputs), self.batch_size)]
+        """Network inputs ``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2) float32`` box units, in chunks of batch_size
+        (with :attr:`flip_test`, each chunk and its mirror image in one call, the mirrored points mapped back)."""
+        out = []
+        for start in range(0, len(inputs), self.batch_size):
+            chunk = inputs[start : start + self.batch_size]
+            if not self.flip_test:
+                out.append(self.runtime(chunk).reshape(-1, N_POINTS, 2))
+                continue
+            both = self.runtime(torch.cat([chunk, chunk.flip(3)])).reshape(2, len(chunk), N_POINTS, 2)
+            out.append((both[0] + unmirror_box_units(both[1])) / 2)
         if not out:
             return np.zeros((0, N_POINTS, 2), np.float32)
-        return np.concatenate(out).reshape(-1, N_POINTS, 2)
+        return np.concatenate(out).astype(np.float32, copy=False)
 
     def predict_context_crops(self, crops: np.ndarray, boxes) -> np.ndarray:
         """Landmarks from ready context crops.

@@ -64,7 +64,8 @@ class TwoPassLandmarker:
     @classmethod
     def from_file(cls, path: str | Path, spec: MethodSpec | None = None, **kwargs) -> "TwoPassLandmarker":
         """Open a two-pass model file; ``kwargs`` (``device``, ``batch_size``, ``threads``, ``backend``,
-        ``precision``) apply to both networks."""
+        ``precision``) apply to both networks, ``flip_test`` to the second only (the first pass only has to align
+        the face)."""
         path = project_path(path)
         return cls.from_blob(read_model_file(path), str(path), spec=spec, **kwargs)
 
@@ -75,9 +76,10 @@ class TwoPassLandmarker:
 
         if "first_pass" not in blob:
             raise ValueError(f"{source}: not a two-pass model file (no first_pass)")
+        flip_test = kwargs.pop("flip_test", False)
         first = CNNLandmarker.from_model(*build_from_blob(blob["first_pass"], f"{source} (first pass)"),
                                          source=f"{source} (first pass)", **kwargs)
-        second = CNNLandmarker.from_model(*build_from_blob(blob, source), source=source, **kwargs)
+        second = CNNLandmarker.from_model(*build_from_blob(blob, source), source=source, flip_test=flip_test, **kwargs)
         return cls(first, second, spec=spec)
 
     def input_matrices(self, points: np.ndarray) -> np.ndarray:
