@@ -364,7 +364,7 @@ class Study(_Section):
                 if base is None or base.repeat_of is not None:
                     raise ValueError(f"{section}.{model_id}.repeat_of: {model.repeat_of!r} is not a {section} entry "
                                      "of its own")
-                same = ("architecture", "architecture_kwargs", "recipe", "train_data", "init", "augmentation", "options",
+                same = ("architecture", "architecture_kwargs", "recipe", "train_data", "init", "augmentation",
                         *(("first",) if section == "two_pass" else ()))
                 differ = [k for k in same if getattr(model, k) != getattr(base, k)]
                 if differ:

@@ -63,7 +63,6 @@ def test_the_study_params_load_whole():
     ("two_pass.onet_two_pass_seed1.seed", 0, r"two_pass\.onet_two_pass_seed1\.seed: .* needs another seed"),
     ("two_pass.onet_two_pass_seed1.repeat_of", "onet", r"repeat_of: 'onet' is not a two_pass entry of its own"),
     ("models.efficientnet_lite0_seed1.augmentation", {"rotate": 1.0}, r"\['augmentation'\] differ"),
-    ("two_pass.onet_two_pass_seed1.options", {}, r"\['options'\] differ"),  # a repeat predicts the same way
 ])
 def test_a_bad_value_is_named_by_its_key(path, value, message):
     with pytest.raises(ConfigError, match=message):
