@@ -44,6 +44,7 @@ from flmlib.detect import detect_faces
 from flmlib.io import read_image
 from flmlib.landmarkers.cnn import CNNLandmarker as ONetLandmarker
 from flmlib.landmarkers.dlib_predictor import DlibShapePredictor, dlib_model_path
+from flmlib.landmarkers.runtimes import cpu_flags
 from flmlib.models import build_model, load_trained
 from flmlib.paths import PROJECT_ROOT, project_path
 from flmlib.predictor import Predictor, default_upsample
@@ -507,11 +508,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
 
 def vector_isa() -> list[str]:
     """The vector instruction sets of :data:`ISA_FLAGS` this CPU reports (``/proc/cpuinfo``; empty elsewhere)."""
-    try:
-        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
+    flags = cpu_flags()
     return [f for f in ISA_FLAGS if f in flags]
 
 

@@ -48,6 +48,15 @@ def model_size(spec, landmarker) -> dict:
     return {"parameters": None, "mb_on_disk": None, "file": None}
 
 
+def runtime_of(landmarker) -> str | None:
+    """How a CNN method runs, e.g. ``compile, bf16, flip test`` (a two-pass method: its second network's settings,
+    which its first shares except the flip test); ``None`` for a method that is not a CNN of the study."""
+    net = getattr(landmarker, "second", landmarker)
+    if not hasattr(net, "backend"):
+        return None
+    return ", ".join([net.backend, net.precision] + (["flip test"] if getattr(net, "flip_test", False) else []))
+
+
 def time_rounds(calls: dict[str, dict[str, Callable[[], object]]], rounds: int, warmup: int = 1) -> dict:
     """``calls[method][mode]()`` timed in ``rounds`` alternating rounds; returns median seconds per call."""
     for _ in range(warmup):
@@ -78,7 +87,7 @@ def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "pa
         log(f"speed: building {method} ({spec.kind}) ...")
         try:
             landmarker = built[method] = build_method(spec)
-            sizes[method] = model_size(spec, landmarker)
+            sizes[method] = {**model_size(spec, landmarker), "runtime": runtime_of(landmarker)}
         except (OSError, ValueError, RuntimeError) as exc:
             skipped[method] = f"{type(exc).__name__}: {exc}"
             continue

@@ -186,6 +186,35 @@ def test_bf16_precision_stays_close_to_fp32(helen, checkpoint):
         ONetLandmarker.from_checkpoint(checkpoint, backend="onnx", precision="bf16")
 
 
+def test_auto_precision_is_bf16_only_on_hardware_that_runs_it_natively(monkeypatch, checkpoint):
+    from flmlib.landmarkers import runtimes
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})  # AVX-512 without bf16
+    assert runtimes.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert runtimes.resolve_precision("auto", cpu) == "bf16"
+    # oneDNN capped below AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2) would emulate bf16, several times slower: fp32
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert runtimes.resolve_precision("auto", cpu) == "fp32"
+    assert runtimes.resolve_precision("bf16", cpu) == "bf16" and runtimes.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="fp16"):
+        runtimes.resolve_precision("fp16", cpu)
+    # the landmarker says which precision it runs; onnx takes auto as fp32
+    assert ONetLandmarker.from_checkpoint(checkpoint, device="cpu", precision="auto").precision == "fp32"
+    assert ONetLandmarker.from_checkpoint(checkpoint, backend="onnx", precision="auto").precision == "fp32"
+
+
+def test_compile_without_a_cpp_compiler_warns_and_runs_eagerly(monkeypatch, checkpoint):
+    from flmlib.landmarkers import runtimes
+
+    monkeypatch.setattr(runtimes, "cpp_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ compiler"):
+        onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu", backend="compile")
+    assert onet.backend == "torch" and not onet.runtime.compiled
+
+
 def test_onet_non_finite_output_names_the_face(helen, checkpoint):
     images, boxes, _ = helen
     model, config = build_model("onet").eval(), torch.load(checkpoint, weights_only=True)["config"]

@@ -82,7 +82,8 @@ class CNNLandmarker:
         session: an ``onnxruntime.InferenceSession`` of :func:`flmlib.export.onnx_bytes` output.
         forward: replaces the model call of the torch backends (the benchmark times layout variants with it); it
             must compute exactly what ``model`` computes.
-        precision: ``fp32`` or ``bf16`` (torch backends only; see :data:`PRECISIONS`).
+        precision: ``fp32``, ``bf16`` (torch backends only) or ``auto`` (bf16 where the hardware runs it natively,
+            else fp32; see :data:`PRECISIONS`). :attr:`precision` holds the one in use.
         flip_test: also run the network on each input mirrored left-right and average the two predictions (the
             mirrored one renumbered with the 68-point mirror permutation): the field's "flip test", twice the network
             time for a lower error.
@@ -96,9 +97,9 @@ class CNNLandmarker:
                  spec: MethodSpec | None = None, flip_test: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
-        if precision not in PRECISIONS or (precision != "fp32" and backend == "onnx"):
+        if precision not in PRECISIONS or (precision == "bf16" and backend == "onnx"):
             raise ValueError(f"precision={precision!r} with backend {backend!r}; torch backends take {PRECISIONS},"
-                             " onnx takes fp32")
+                             " onnx takes fp32 (or auto, which is fp32 there)")
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         if backend == "onnx" and session is None:
@@ -107,7 +108,7 @@ class CNNLandmarker:
             raise ValueError(f"the {backend} backend needs a torch model")
         self.config = check_model_config(config, source)
         self.spec = spec if spec is not None else MethodSpec(id=str(config["model"]), kind="cnn")
-        self.backend, self.batch_size, self.source, self.precision = backend, batch_size, source, precision
+        self.backend, self.batch_size, self.source = backend, batch_size, source
         self.flip_test = bool(flip_test)
         self.device = resolve_device(str(device))
         self.geometry = CropGeometry.from_config(config)
@@ -117,6 +118,9 @@ class CNNLandmarker:
         else:
             self.runtime = TorchRuntime(model, self.device, precision, compile=backend == "compile", forward=forward)
         self.model = self.runtime.model if backend != "onnx" else None
+        self.precision = self.runtime.precision if backend != "onnx" else "fp32"
+        if backend == "compile" and not self.runtime.compiled:  # no C++ compiler: the runtime warned, runs eagerly
+            self.backend = "torch"
         self.session = session
 
     # The input spec, as attributes (the bench and the compare stage read them).
@@ -306,7 +310,7 @@ def build(spec: MethodSpec, checkpoint: str | Path = DEFAULT_CHECKPOINT, **kwarg
     kwargs) or an exported ``.onnx`` (kwargs: ``batch_size``, ``threads``)."""
     if str(checkpoint).endswith(".onnx"):
         kwargs.pop("backend", None), kwargs.pop("device", None)
-        if kwargs.pop("precision", "fp32") != "fp32":
+        if kwargs.pop("precision", "fp32") not in ("fp32", "auto"):
             raise ValueError(f"{checkpoint}: an ONNX model runs in fp32 only")
         return CNNLandmarker.from_onnx(checkpoint, spec=spec, **kwargs)
     from flmlib.landmarkers.two_pass import TwoPassLandmarker
