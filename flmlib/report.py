@@ -331,8 +331,7 @@ def speed_note(speed: Mapping | None) -> str:
         return "Speed columns: n/a (no reports/speed.json; run the speed stage or `make bench`)."
     env = speed["environment"]
     # CNNs run eager in fp32 unless their params entry sets other options; name those, since they change the speed
-    special = [f"{m} ({t['runtime']})" for m, t in speed["methods"].items()
-               if t.get("runtime") not in (None, "torch, fp32")]
+    special = [f"{m} ({t['runtime']})" for m, t in speed["methods"].items() if t.get("runtime_is_default") is False]
     runtimes = f" CNNs run eager in fp32, except {', '.join(special)}." if special else ""
     return (f"Speed columns: {speed['definition']}; {env['cpu']} ({', '.join(env['vector_isa']) or 'no AVX2'}), "
             f"{env['cores_available']} cores, torch threads {speed['torch_threads']}, {speed['rounds']} rounds."

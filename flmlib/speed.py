@@ -48,6 +48,10 @@ def model_size(spec, landmarker) -> dict:
     return {"parameters": None, "mb_on_disk": None, "file": None}
 
 
+#: :func:`runtime_of` a CNN run as the study runs CNNs unless their params entry says otherwise: eager, fp32.
+DEFAULT_RUNTIME = "torch, fp32"
+
+
 def runtime_of(landmarker) -> str | None:
     """How a CNN method runs, e.g. ``compile, bf16, flip test`` (a two-pass method: its second network's settings,
     which its first shares except the flip test); ``None`` for a method that is not a CNN of the study."""
@@ -87,7 +91,9 @@ def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "pa
         log(f"speed: building {method} ({spec.kind}) ...")
         try:
             landmarker = built[method] = build_method(spec)
-            sizes[method] = {**model_size(spec, landmarker), "runtime": runtime_of(landmarker)}
+            runtime = runtime_of(landmarker)
+            sizes[method] = {**model_size(spec, landmarker), "runtime": runtime,
+                             "runtime_is_default": runtime in (None, DEFAULT_RUNTIME)}
         except (OSError, ValueError, RuntimeError) as exc:
             skipped[method] = f"{type(exc).__name__}: {exc}"
             continue

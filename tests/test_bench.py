@@ -179,6 +179,7 @@ def test_speed_times_every_method_in_alternating_rounds(setup, tmp_path, capsys)
     assert onet["parameters"] == sum(p.numel() for p in model.parameters()) and onet["mb_on_disk"] > 0
     assert dlib["parameters"] > 1e6 and dlib["ratio_to_reference"] == {"batched": 1.0, "single": 1.0}
     assert onet["runtime"] == "torch, fp32" and dlib["runtime"] is None  # how each CNN ran goes with its times
+    assert onet["runtime_is_default"] and dlib["runtime_is_default"]
     expected = dlib["batched"]["ms_per_face"] / onet["batched"]["ms_per_face"]
     # the ratio is written with 2 decimals (±0.005), from times written with 4 significant digits
     assert onet["ratio_to_reference"]["batched"] == pytest.approx(expected, rel=0.01, abs=0.006)

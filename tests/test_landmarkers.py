@@ -300,11 +300,13 @@ def test_large_batches_are_cut_on_threads_in_order(helen, checkpoint, monkeypatc
     many_boxes = [boxes[i % len(boxes)][None] + i % 3 for i in range(40)]  # shifted: every crop differs
     threads_used = set()
 
-    def recording_crop(*args):
-        threads_used.add(threading.current_thread().name)
-        return crop_context(*args)
+    real_cut = landmarkers_module.cut_planned
 
-    monkeypatch.setattr(landmarkers_module, "crop_context", recording_crop)
+    def recording_cut(*args):
+        threads_used.add(threading.current_thread().name)
+        return real_cut(*args)
+
+    monkeypatch.setattr(landmarkers_module, "cut_planned", recording_cut)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -322,12 +324,14 @@ def test_a_failing_crop_thread_raises_in_the_caller(helen, checkpoint, monkeypat
     images, boxes, _ = helen
     onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
 
-    def failing_crop(image, box, size, factor):
-        if box[0] > 10_000:
-            raise ValueError("box beyond the test image")
-        return crop_context(image, box, size, factor)
+    real_cut = landmarkers_module.cut_planned
 
-    monkeypatch.setattr(landmarkers_module, "crop_context", failing_crop)
+    def failing_cut(image, plans, i):
+        if i == 39:
+            raise ValueError("box beyond the test image")
+        return real_cut(image, plans, i)
+
+    monkeypatch.setattr(landmarkers_module, "cut_planned", failing_cut)
     many_boxes = [boxes[:1]] * 39 + [boxes[:1] + 20_000]
     before = torch.get_num_threads()
     try:

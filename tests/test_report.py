@@ -226,7 +226,7 @@ def test_leaderboard_ranks_every_method_with_accuracy_size_and_speed():
     assert "| 0.42 M | 1.7 |" in onet_row and "| 0.300 | 0.900 | 5.3 / 1.9 |" in onet_row
     assert "Test CPU (avx2)" in R.speed_note(speed)
     assert "except" not in R.speed_note(speed)  # every CNN eager in fp32: nothing to point out
-    speed["methods"]["onet"]["runtime"] = "compile, bf16, flip test"
+    speed["methods"]["onet"].update(runtime="compile, bf16, flip test", runtime_is_default=False)
     assert "CNNs run eager in fp32, except onet (compile, bf16, flip test)." in R.speed_note(speed)
     # without speed results the columns say n/a instead of failing
     assert "n/a" in R.leaderboard_markdown(detail, study, None, "aflw-test")

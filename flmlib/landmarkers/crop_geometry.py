@@ -3,7 +3,8 @@
 A model trained by the study sees a context crop (``crop_size`` pixels, ``context_factor`` times the face box) and, in
 evaluation, the face box resampled to ``input_size`` (:func:`flmlib.augment.central_box`). :class:`CropGeometry`
 holds those three numbers (from the model file's input spec) and says whether the network input can be cut straight
-from the image; :class:`CropCutter` cuts crops of many faces, on several threads for large batches.
+from the image; :class:`CropCutter` cuts crops of many faces (context crops of face boxes, or through any image ->
+crop map), on several threads for large batches.
 
 Shapes: images ``(H, W, 3) uint8`` RGB; boxes ``(K, 4)`` float ``(x0, y0, x1, y1)`` edges in image pixels; crops
 ``(N, size, size, 3) uint8``.
@@ -18,13 +19,16 @@ import numpy as np
 import torch
 
 from flmlib.augment import central_box
-from flmlib.crops import crop_context
+from flmlib.crops import crop_affine
 from flmlib.landmarkers.base import check_boxes, check_image
+from flmlib.landmarkers.crop_plans import context_matrices, cut_planned, plan_crops
 
 #: Context factor of a crop that is the face box itself (the network input, cut straight from the image).
 BOX_ONLY = 1.0
 #: Below this many faces per thread, handing crops to a thread pool costs more than it saves.
 MIN_FACES_PER_CROP_THREAD = 16
+#: Below this many faces, planning the crops as a batch (about 0.1 ms of numpy calls) costs more than it saves.
+MIN_FACES_TO_PLAN = 4
 
 
 @dataclass(frozen=True)
@@ -75,11 +79,13 @@ class CropGeometry:
 
 
 class CropCutter:
-    """Cuts :func:`flmlib.crops.crop_context` crops of every face of every image, in order.
+    """Cuts the crops of many faces, in order: :func:`flmlib.crops.crop_context` crops of face boxes (:meth:`cut`) or
+    crops through any image -> crop maps (:meth:`cut_affine`, e.g. a second pass's aligned faces).
 
-    A large batch is cut on ``torch.get_num_threads()`` threads (OpenCV releases the GIL), so the crops spread over
-    the cores like the network that follows them. The pool belongs to the cutter (one per landmarker): use one
-    landmarker per calling thread.
+    The crops are those :func:`flmlib.crops.crop_affine` makes, pixel for pixel; from :data:`MIN_FACES_TO_PLAN` faces
+    on, their geometry is worked out for the whole batch at once (:mod:`flmlib.landmarkers.crop_plans`). A large batch is cut on
+    ``torch.get_num_threads()`` threads (OpenCV releases the GIL), so the crops spread over the cores like the network
+    that follows them. The pool belongs to the cutter (one per landmarker): use one landmarker per calling thread.
     """
 
     def __init__(self):
@@ -90,23 +96,40 @@ class CropCutter:
         """``(N, size, size, 3) uint8`` crops; ``images`` ``(H, W, 3) uint8``, ``boxes_list`` per image ``(K_i, 4)``."""
         images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
         boxes_list = [check_boxes(b, f"boxes of image {i}") for i, b in enumerate(boxes_list)]
-        faces = [(image, box) for image, boxes in zip(images, boxes_list) for box in boxes]
-        crops = np.empty((len(faces), size, size, 3), np.uint8)
+        per_face = [image for image, boxes in zip(images, boxes_list) for _ in boxes]
+        boxes = np.concatenate(boxes_list) if boxes_list else np.zeros((0, 4))
+        return self.cut_affine(per_face, context_matrices(boxes, size, context_factor), size)
+
+    def cut_affine(self, images: Sequence[np.ndarray], matrices: np.ndarray, size: int) -> np.ndarray:
+        """``(N, size, size, 3) uint8`` anti-aliased crops, one per face.
+
+        Args:
+            images: one ``(H, W, 3) uint8`` RGB image per face (the same array may repeat for faces of one image).
+            matrices: ``(N, 2, 3)`` image -> crop maps (scalings or similarities).
+        """
+        if len(images) != len(matrices):
+            raise ValueError(f"{len(images)} images but {len(matrices)} matrices")
+        crops = np.empty((len(images), size, size, 3), np.uint8)
+        if len(images) < MIN_FACES_TO_PLAN:  # a webcam frame's face or two: crop_affine itself, the same pixels
+            for i, (image, matrix) in enumerate(zip(images, matrices)):
+                crops[i] = crop_affine(image, matrix, size)
+            return crops
+        plans = plan_crops(np.array([image.shape[:2] for image in images]), matrices, size)
 
         def cut(start: int, stop: int) -> None:
             for i in range(start, stop):
-                crops[i] = crop_context(faces[i][0], faces[i][1], size, context_factor)[0]
+                crops[i] = cut_planned(images[i], plans, i)
 
         pool_size = torch.get_num_threads()
-        chunks = max(1, min(pool_size, len(faces) // MIN_FACES_PER_CROP_THREAD))
+        chunks = max(1, min(pool_size, len(images) // MIN_FACES_PER_CROP_THREAD))
         if chunks == 1:
-            cut(0, len(faces))
+            cut(0, len(images))
             return crops
         if self._pool_size != pool_size:  # created on first use; again only if torch's thread count changes
             if self._pool is not None:
                 self._pool.shutdown()
             self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="cnn-crop")
             self._pool_size = pool_size
-        bounds = np.linspace(0, len(faces), chunks + 1).astype(int)
+        bounds = np.linspace(0, len(images), chunks + 1).astype(int)
         list(self._pool.map(cut, bounds[:-1], bounds[1:]))  # list() re-raises a crop's exception here
         return crops

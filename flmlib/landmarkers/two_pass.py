@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from flmlib.alignment import aligned_crops, alignment_matrices, box_in_crop, invert_matrices, map_points
+from flmlib.alignment import alignment_matrices, box_in_crop, invert_matrices, map_points
 from flmlib.landmarkers.base import MethodSpec, check_batch
 from flmlib.models import build_from_blob, read_model_file, write_two_pass_model
 from flmlib.paths import project_path
@@ -94,7 +94,8 @@ class TwoPassLandmarker:
         if len(points) == 0:
             return np.zeros((0, N_POINTS, 2), np.float32)
         matrices = self.input_matrices(points)
-        inputs = aligned_crops(images, matrices, self.second.geometry.input_size)
+        # the crops flmlib.alignment.aligned_crops cuts (and training's aligned crops were cut with), pixel for pixel
+        inputs = self.second.cutter.cut_affine(images, matrices, self.second.geometry.input_size)
         boxes = np.tile(self._input_box.astype(np.float32), (len(points), 1))
         in_input = self.second.points_from_inputs(self.second.input_tensor(inputs), boxes)
         return map_points(in_input, invert_matrices(matrices)).astype(np.float32)
