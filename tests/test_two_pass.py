@@ -124,6 +124,23 @@ def test_flip_test_averages_a_prediction_with_its_mirror_image(files):
         np.testing.assert_allclose(flip.run_network(crops), np.broadcast_to(expected, (2, 68, 2)), atol=1e-6)
 
 
+def test_flip_test_passes_carry_at_most_batch_size_images():
+    """With the flip test each chunk travels with its mirror image, so chunks are half the batch size: a forward
+    pass never carries more than batch_size images, and chunking does not change the answer."""
+    config = model_config(TrainConfig(), types.SimpleNamespace(crop_size=96, context_factor=2.0, align_mean=None),
+                          build_model("onet"))
+    torch.manual_seed(0)
+    model = build_model("onet").eval()
+    inputs = torch.rand(11, 3, 48, 48) * 255
+    whole = CNNLandmarker.from_model(model, config, device="cpu", flip_test=True, batch_size=64).run_network(inputs)
+    for batch_size in (1, 2, 4, 5):
+        landmarker = CNNLandmarker.from_model(model, config, device="cpu", flip_test=True, batch_size=batch_size)
+        passes, runtime = [], landmarker.runtime
+        landmarker.runtime = lambda x, runtime=runtime: passes.append(len(x)) or runtime(x)
+        np.testing.assert_allclose(landmarker.run_network(inputs), whole, atol=1e-4)
+        assert max(passes) <= max(2, batch_size) and sum(passes) == 2 * len(inputs), (batch_size, passes)
+
+
 def test_a_two_pass_flip_test_runs_on_the_second_network_only(files, tmp_path):
     first, second, _ = files
     out = write_two_pass_model(first, second, tmp_path / "two.pt")
