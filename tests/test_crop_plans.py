@@ -67,3 +67,52 @@ def test_counts_must_agree():
 def test_no_faces_plan_nothing():
     plans = plan_crops(np.zeros((0, 2), np.int64), np.zeros((0, 2, 3)), 48)
     assert plans.shrink.shape == (0,) and plans.regions.shape == (0, 4) and plans.warps.shape == (0, 2, 3)
+
+
+def test_a_crop_placed_absurdly_far_away_reads_what_crop_affine_reads():
+    """Edges beyond int64 are held where the region clamps saturate anyway: the same pixels, no overflow."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (60, 80, 3), np.uint8)
+    matrices = np.array([[[1.0, 0.0, 1e20], [0.0, 1.0, 1e20]], [[1.0, 0.0, -1e20], [0.0, 1.0, -1e20]],
+                         similarity(1e-25, 30, -1e3, 5), similarity(0.5, 10, 3e19, -2e19)])
+    plans = plan_crops(np.array([image.shape[:2]] * len(matrices)), matrices, 16)
+    for i, matrix in enumerate(matrices):
+        np.testing.assert_array_equal(cut_planned(image, plans, i), crop_affine(image, matrix, 16), err_msg=f"case {i}")
+
+
+@pytest.mark.parametrize("bad", [[[np.nan, 0, 0], [0, 1, 0]], [[1, 0, np.inf], [0, 1, 0]], [[0, 0, 5], [0, 0, 5]],
+                                 [[0.5, 0, 5], [0, 0, 5]], [[1, 2, 0], [2, 4, 0]]])
+def test_a_map_that_is_not_finite_or_not_invertible_is_named(bad):
+    matrices = np.stack([similarity(0.5, 0, 0, 0)] * 5 + [np.array(bad, np.float64)])
+    with pytest.raises(ValueError, match="face 5: its image -> crop map .* is not finite or not invertible"):
+        plan_crops(np.array([[50, 50]] * 6), matrices, 16)
+
+
+@pytest.mark.parametrize("n_faces", [3, 4, 40])  # below MIN_FACES_TO_PLAN (crop_affine per face), at it, and threaded
+def test_the_cutter_cuts_the_aligned_crops_of_flmlib_alignment(n_faces):
+    import torch
+
+    from flmlib.alignment import aligned_crops
+    from flmlib.landmarkers.crop_geometry import CropCutter
+
+    rng = np.random.default_rng(n_faces)
+    images, matrices = random_cases(rng, n_faces)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        crops = CropCutter().cut_affine(images, matrices, 48)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(crops, aligned_crops(images, matrices, 48))
+
+
+def test_the_cutter_names_a_bad_map_and_counts_that_differ():
+    from flmlib.landmarkers.crop_geometry import CropCutter
+
+    image = np.zeros((20, 20, 3), np.uint8)
+    with pytest.raises(ValueError, match="face 1: its image -> crop map"):
+        CropCutter().cut_affine([image, image], np.stack([similarity(1, 0, 0, 0), np.zeros((2, 3))]), 8)
+    with pytest.raises(ValueError, match="1 images but 2 matrices"):
+        CropCutter().cut_affine([image], np.stack([similarity(1, 0, 0, 0)] * 2), 8)
+    with pytest.raises(ValueError, match="1 images but 2 box arrays"):
+        CropCutter().cut([image], [np.array([[0, 0, 10, 10]], np.float32)] * 2, 8, 1.0)

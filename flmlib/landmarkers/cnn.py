@@ -78,8 +78,8 @@ class CNNLandmarker:
             ``onnx`` (ONNX Runtime; ``session`` must be given, see :meth:`from_checkpoint`).
         device: torch device for the ``torch``/``compile`` backends (the inputs are made there; crops are cut with
             OpenCV on the CPU).
-        batch_size: images per forward pass; more faces are split into chunks of this size (of half this size with
-            the flip test, whose forward passes also carry each face's mirror image).
+        batch_size: images per forward pass; more faces are split into chunks of this size (of half this size, at
+            least 1, with the flip test, whose forward passes also carry each face's mirror image).
         session: an ``onnxruntime.InferenceSession`` of :func:`flmlib.export.onnx_bytes` output.
         forward: replaces the model call of the torch backends (the benchmark times layout variants with it); it
             must compute exactly what ``model`` computes.
@@ -197,11 +197,12 @@ class CNNLandmarker:
     @torch.inference_mode()
     def run_network(self, inputs: torch.Tensor) -> np.ndarray:
         """Network inputs ``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2) float32`` box units, in forward passes of at
-        most batch_size images (with :attr:`flip_test`, chunks of half that size, each with its mirror image in the
-        same pass, the mirrored points mapped back)."""
+        most batch_size images (with :attr:`flip_test`, chunks of ``batch_size // 2`` faces, at least 1, each with its
+        mirror image in the same pass, the mirrored points mapped back)."""
         out = []
-        # A pass never carries more than batch_size images: past 256, O-Net's pass costs 1.5x more per image on a
-        # 2-core CPU (its activations outgrow the caches), and the flip test would otherwise double the batch.
+        # A pass carries no more than batch_size images (2 with the flip test at batch_size 1): past 256, O-Net's pass
+        # costs 1.5x more per image on a 2-core CPU (its activations outgrow the caches), and the flip test would
+        # otherwise double the batch.
         step = max(1, self.batch_size // 2) if self.flip_test else self.batch_size
         for start in range(0, len(inputs), step):
             chunk = inputs[start : start + step]

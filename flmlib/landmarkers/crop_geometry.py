@@ -21,7 +21,7 @@ import torch
 from flmlib.augment import central_box
 from flmlib.crops import crop_affine
 from flmlib.landmarkers.base import check_boxes, check_image
-from flmlib.landmarkers.crop_plans import context_matrices, cut_planned, plan_crops
+from flmlib.landmarkers.crop_plans import check_crop_matrices, context_matrices, cut_planned, plan_crops
 
 #: Context factor of a crop that is the face box itself (the network input, cut straight from the image).
 BOX_ONLY = 1.0
@@ -94,6 +94,8 @@ class CropCutter:
 
     def cut(self, images: Sequence[np.ndarray], boxes_list: Sequence, size: int, context_factor: float) -> np.ndarray:
         """``(N, size, size, 3) uint8`` crops; ``images`` ``(H, W, 3) uint8``, ``boxes_list`` per image ``(K_i, 4)``."""
+        if len(images) != len(boxes_list):
+            raise ValueError(f"{len(images)} images but {len(boxes_list)} box arrays")
         images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
         boxes_list = [check_boxes(b, f"boxes of image {i}") for i, b in enumerate(boxes_list)]
         per_face = [image for image, boxes in zip(images, boxes_list) for _ in boxes]
@@ -106,7 +108,10 @@ class CropCutter:
         Args:
             images: one ``(H, W, 3) uint8`` RGB image per face (the same array may repeat for faces of one image).
             matrices: ``(N, 2, 3)`` image -> crop maps (scalings or similarities).
+        Raises:
+            ValueError: counts that differ, or a map that is not finite or not invertible (the message names its face).
         """
+        matrices = check_crop_matrices(matrices)
         if len(images) != len(matrices):
             raise ValueError(f"{len(images)} images but {len(matrices)} matrices")
         crops = np.empty((len(images), size, size, 3), np.uint8)

@@ -4,8 +4,9 @@
 pre-shrink ``k``, the image region the crop reads (on the ``k``-grid) and the warp that finishes the crop; then it
 slices, halves and warps with OpenCV. For a landmarker's batch that per-face arithmetic costs as much as the OpenCV
 calls. :func:`plan_crops` does it for every face in a few array operations, and :func:`cut_planned` runs only the
-OpenCV part, so each face costs its pixels. The two give the **same pixels** as ``crop_affine`` (the tests compare
-them exactly); ``crop_affine`` stays the reference that training data were cut with.
+OpenCV part, so each face costs its pixels. The two give the **same pixels** as ``crop_affine`` for every finite,
+invertible map (the tests compare them exactly); a map that is not raises ``ValueError`` naming its face, where
+``crop_affine`` fails in its integer arithmetic. ``crop_affine`` stays the reference that training data were cut with.
 
 Frames as in :mod:`flmlib.crops`: image pixels 0-based with pixel centres at integers; a ``(2, 3)`` matrix maps image
 pixels to crop pixels.
@@ -55,6 +56,18 @@ def context_matrices(boxes: np.ndarray, size: int, context_factor: float) -> np.
     return out
 
 
+def check_crop_matrices(matrices: np.ndarray) -> np.ndarray:
+    """``(N, 2, 3)`` image -> crop maps as float64, or ``ValueError`` naming the first face whose map is not finite or
+    not invertible (no crop can be cut through it)."""
+    matrices = np.asarray(matrices, np.float64).reshape(-1, 2, 3)
+    det = matrices[:, 0, 0] * matrices[:, 1, 1] - matrices[:, 0, 1] * matrices[:, 1, 0]
+    bad = ~np.isfinite(matrices).all(axis=(1, 2)) | ~np.isfinite(det) | (det == 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"face {i}: its image -> crop map {matrices[i].tolist()} is not finite or not invertible")
+    return matrices
+
+
 def plan_crops(image_shapes: np.ndarray, matrices: np.ndarray, size: int) -> CropPlans:
     """The plans of ``N`` crops (module docstring).
 
@@ -62,8 +75,10 @@ def plan_crops(image_shapes: np.ndarray, matrices: np.ndarray, size: int) -> Cro
         image_shapes: ``(N, 2)`` ``(height, width)`` of each face's image, pixels.
         matrices: ``(N, 2, 3)`` image -> crop maps (scalings or similarities).
         size: crop side, pixels.
+    Raises:
+        ValueError: a map that is not finite or not invertible (:func:`check_crop_matrices`), or counts that differ.
     """
-    matrices = np.asarray(matrices, np.float64).reshape(-1, 2, 3)
+    matrices = check_crop_matrices(matrices)
     shapes = np.asarray(image_shapes, np.int64).reshape(-1, 2)
     if len(shapes) != len(matrices):
         raise ValueError(f"{len(shapes)} image shapes but {len(matrices)} matrices")
@@ -101,10 +116,16 @@ def plan_crops(image_shapes: np.ndarray, matrices: np.ndarray, size: int) -> Cro
     # widened by 2 shrunk pixels for the bilinear footprint, snapped to the k-grid, clipped to the image rounded up
     k = shrink
     grid_w, grid_h = -(-w // k) * k, -(-h // k) * k
-    x0 = np.minimum(np.maximum(np.floor(left / k).astype(np.int64) * k - 2 * k, 0), grid_w - k)
-    y0 = np.minimum(np.maximum(np.floor(top / k).astype(np.int64) * k - 2 * k, 0), grid_h - k)
-    x1 = np.minimum(np.maximum(np.ceil(right / k).astype(np.int64) * k + 2 * k, x0 + k), grid_w)
-    y1 = np.minimum(np.maximum(np.ceil(bottom / k).astype(np.int64) * k + 2 * k, y0 + k), grid_h)
+
+    def in_cells(edge: np.ndarray, grid: np.ndarray) -> np.ndarray:
+        # edge / k, held to [-4, grid / k + 4]: the clamps below give the same region for any edge beyond that, and
+        # the cast to int64 cannot overflow for a crop placed absurdly far away (crop_affine's Python ints cannot)
+        return np.clip(edge / k, -4.0, grid / k + 4.0)
+
+    x0 = np.minimum(np.maximum(np.floor(in_cells(left, grid_w)).astype(np.int64) * k - 2 * k, 0), grid_w - k)
+    y0 = np.minimum(np.maximum(np.floor(in_cells(top, grid_h)).astype(np.int64) * k - 2 * k, 0), grid_h - k)
+    x1 = np.minimum(np.maximum(np.ceil(in_cells(right, grid_w)).astype(np.int64) * k + 2 * k, x0 + k), grid_w)
+    y1 = np.minimum(np.maximum(np.ceil(in_cells(bottom, grid_h)).astype(np.int64) * k + 2 * k, y0 + k), grid_h)
     # Shrunk pixel s covers image pixels x0 + k*s .. x0 + k*s + k - 1, centred on x = k * (s + 1/2) - 1/2 + x0.
     origin = np.stack([k * 0.5 - 0.5 + x0, k * 0.5 - 0.5 + y0], axis=1)
     shift = np.matmul(linear, origin[:, :, None])[:, :, 0] + matrices[:, :, 2]  # bit for bit crop_affine's linear @ origin
