@@ -15,7 +15,7 @@ records it with ``dvc commit -f <stage>`` (what ``dvc repro`` records: the hashe
 
 Afterwards ``dvc status`` is clean for every stage that ran, and a plain ``dvc repro`` has nothing left to do. Unlike
 ``dvc repro``, the runner does not look up DVC's run-cache (a stage whose exact inputs ran before is run again), and
-Ctrl-C stops the running stages without recording them.
+Ctrl-C, ``kill`` (SIGTERM) or a closed terminal (SIGHUP) stops the running stages without recording them.
 
     python -m flmlib.parallel_repro --jobs 2            # every stale stage
     python -m flmlib.parallel_repro --jobs 2 --skip report   # all but the report
@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def _stage_name(stage) -> str:
 def stale_stages(repo, skip: tuple[str, ...] = ()) -> tuple[list, dict]:
     """The pipeline stages that ``dvc repro`` would run, upstream first, and each one's stale upstream stages.
 
-    A stage is stale when its own entries changed or any stage upstream of it is stale. Stages whose name (or
-    ``foreach`` group, the part before ``@``) is in ``skip`` are left out, and so is everything downstream of them.
+    A stage is stale when its own entries changed or any stage upstream of it is stale. Stale stages whose name (or
+    ``foreach`` group, the part before ``@``) is in ``skip`` are left out, and so is everything downstream of them;
+    skipping a stage that is up to date leaves its downstream stages as they are (``--skip train`` still runs the
+    predictions of the models already trained).
     """
     import networkx as nx
 
@@ -51,12 +54,10 @@ def stale_stages(repo, skip: tuple[str, ...] = ()) -> tuple[list, dict]:
     for stage in order:
         name = _stage_name(stage)
         upstream = [u for u in graph.successors(stage) if u in stale]
+        if not upstream and not stage.changed():
+            continue  # up to date: nothing to run, and nothing for its downstream stages to wait for
         skipped = name in skip or name.split("@")[0] in skip
-        if skipped or any(stale[u] is None for u in upstream):
-            stale[stage] = None  # skipped, or below a skipped stage
-            continue
-        if upstream or stage.changed():
-            stale[stage] = upstream
+        stale[stage] = None if skipped or any(stale[u] is None for u in upstream) else upstream
     runnable = [s for s in order if stale.get(s) is not None]
     return runnable, {s: stale[s] for s in runnable}
 
@@ -88,18 +89,65 @@ def run(jobs: int = 2, alone: tuple[str, ...] = DEFAULT_ALONE, skip: tuple[str, 
     log_dir.mkdir(parents=True, exist_ok=True)
     pending, running, done, failed = list(stages), {}, set(), set()
     started_all = time.perf_counter()
+    previous_handlers = _raise_on_stop_signals()
     try:
         _schedule(stages, upstream, jobs, alone, repo, log_dir, pending, running, done, failed)
-    finally:  # Ctrl-C or an error here: stop the stages still running (their outputs are not recorded)
-        for process, log, _ in running.values():
-            try:
-                os.killpg(process.pid, signal.SIGTERM)  # the shell and everything it started (papermill, kernel)
-            except ProcessLookupError:
-                pass
-            log.close()
+    finally:  # Ctrl-C, kill, a closed terminal or an error here: stop the stages still running (not recorded)
+        for signum in previous_handlers:
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the stopping short
+        _stop_stages(running)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     print(f"{len(done)} stage(s) done, {len(failed)} failed, in {(time.perf_counter() - started_all) / 60:.1f} min",
           flush=True)
     return len(failed)
+
+
+class Stopped(Exception):
+    """The runner was asked to stop by a signal (SIGINT, SIGTERM or SIGHUP)."""
+
+
+# Each stage runs in a session of its own (so that stopping it reaches papermill and its kernel), which means a
+# signal sent to the runner alone does not reach the stages: the runner turns these signals into ``Stopped`` and
+# stops them itself. SIGINT is included because a runner started in the background of a script ignores it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_GRACE_SECONDS = 10.0
+
+
+def _raise_on_stop_signals() -> dict:
+    """Make the stop signals raise ``Stopped`` in the runner; returns the handlers they had before."""
+
+    def stop(signum, _frame):
+        raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers; a caller in another thread keeps its own
+    return {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+
+
+def _stop_stages(running: dict) -> None:
+    """SIGTERM to each running stage's process group, SIGKILL to those still alive after the grace period.
+
+    Waiting for them matters: a stage left running would go on writing the outputs (and checkpoints) that the next
+    run starts again.
+    """
+    for process, _, _ in running.values():
+        try:
+            os.killpg(process.pid, signal.SIGTERM)  # the shell and everything it started (papermill, kernel)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for stage, (process, log, _) in running.items():
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group outlived the shell (a kernel, say)
+        except ProcessLookupError:
+            pass
+        log.close()
+        print(f"  stopped {_stage_name(stage)} (not recorded)", flush=True)
 
 
 def _schedule(stages, upstream, jobs, alone, repo, log_dir, pending, running, done, failed) -> None:
@@ -153,7 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: must be at least 1")
-    sys.exit(1 if run(args.jobs, tuple(args.alone), tuple(args.skip), args.log_dir, args.dry) else 0)
+    try:
+        failed = run(args.jobs, tuple(args.alone), tuple(args.skip), args.log_dir, args.dry)
+    except Stopped as stopped:
+        print(str(stopped), flush=True)
+        sys.exit(130)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """flmlib.parallel_repro on a small DVC project: independent stages side by side, each recorded in dvc.lock."""
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +44,6 @@ def _repro(tmp_path, *args):
 
 
 def _env():
-    import os
-
     from flmlib.paths import PROJECT_ROOT
 
     return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -72,3 +74,60 @@ def test_a_failed_stage_stops_its_downstream_only(tmp_path):
     assert (tmp_path / "logs" / "right.log").is_file()
     dry = _repro(tmp_path, "--dry")
     assert "2 stage(s) to run" in dry.stdout and "right" in dry.stdout and "join" in dry.stdout
+
+
+@pytest.mark.slow
+def test_skipping_an_up_to_date_stage_leaves_its_downstream_stages_in(tmp_path):
+    _project(tmp_path)
+    assert _repro(tmp_path, "--jobs", "2").returncode == 0
+    # join's command changes, so join is stale; left (skipped) is up to date and must not hold join back
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML.replace("cat b.txt c.txt > d.txt", "cat c.txt b.txt > d.txt"))
+    dry = _repro(tmp_path, "--dry", "--skip", "left")
+    assert "1 stage(s) to run" in dry.stdout and "join" in dry.stdout, dry.stdout
+
+
+@pytest.mark.slow
+def test_skipping_a_stale_stage_leaves_out_its_downstream_stages(tmp_path):
+    _project(tmp_path)
+    dry = _repro(tmp_path, "--dry", "--skip", "left")
+    assert "2 stage(s) to run" in dry.stdout, dry.stdout
+    listed = dry.stdout.split(":", 1)[1]
+    assert "source" in listed and "right" in listed and "left" not in listed and "join" not in listed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stop_signal_to_the_runner_stops_its_running_stages(tmp_path, signum):
+    # The stage runs in a session of its own; the runner must stop it, or it would go on writing its outputs.
+    _project(tmp_path, "stages:\n  slow:\n    cmd: echo $$ > shell.pid && sleep 60 && touch finished\n"
+                       "    outs: [finished]\n")
+    runner = subprocess.Popen([sys.executable, "-m", "flmlib.parallel_repro", "--log-dir", "logs"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                              # as a script's background job: SIGINT ignored, which the runner must override
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    pid_file = tmp_path / "shell.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pid_file.is_file(), "the stage never started"
+    stage_group = int(pid_file.read_text())
+    runner.send_signal(signum)
+    out, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 130, out
+    assert "stopped slow (not recorded)" in out
+    assert _live_members(stage_group) == []  # the stage's shell and its sleep are gone
+    assert not (tmp_path / "finished").exists()
+
+
+def _live_members(group: int) -> list[int]:
+    """Processes of a process group that are not zombies (an orphan's zombie waits for init to reap it)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == group and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
