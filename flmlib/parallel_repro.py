@@ -7,7 +7,8 @@ starts every stage whose upstream stages are done, up to ``--jobs`` at once, and
 records it with ``dvc commit -f <stage>`` (what ``dvc repro`` records: the hashes of its dependencies and outputs).
 
 * Stages named by ``--alone`` (default: ``speed``, ``video`` and ``detectors``, whose timings a neighbour would
-  disturb) run with nothing beside them.
+  disturb) run with nothing beside them. While one waits for the others to finish, free slots go to the other ready
+  stages, so an idle core is left only when nothing else can run.
 * Before a stage runs, its outputs are removed as ``dvc repro`` removes them (``persist`` outputs stay, so a killed
   training resumes from its checkpoint).
 * A failed stage stops everything downstream of it; the others go on. The exit status is non-zero when any failed.
@@ -163,9 +164,10 @@ def _schedule(stages, upstream, jobs, alone, repo, log_dir, pending, running, do
             print(f"  skipped {_stage_name(stage)}: an upstream stage failed", flush=True)
         ready = [s for s in pending if all(u in done for u in upstream[s])]
         for stage in ready:
-            exclusive_running = any(is_alone(s) for s in running)
-            if len(running) >= jobs or exclusive_running or (is_alone(stage) and running):
+            if len(running) >= jobs or any(is_alone(s) for s in running):
                 break
+            if is_alone(stage) and running:
+                continue  # it waits for an empty machine; the free slot goes to the next ready stage meanwhile
             pending.remove(stage)
             name = _stage_name(stage)
             with repo.lock:

@@ -131,3 +131,22 @@ def _live_members(group: int) -> list[int]:
         if pgrp == group and state not in ("Z", "X"):
             members.append(int(stat.parent.name))
     return members
+
+
+@pytest.mark.slow
+def test_a_stage_waiting_to_run_alone_does_not_keep_other_ready_stages_waiting(tmp_path):
+    # All three are ready at once and lone must run alone: quick and long belong side by side, and lone after them
+    # (the runner lists them quick, lone, long; once quick runs, lone waits, and long takes the free slot)
+    stamp = "date +%s.%N >> {0}.times"
+    stage = "  {0}:\n    cmd: " + stamp + " && sleep {1} && " + stamp + " && touch {0}.out\n    outs: [{0}.out]\n"
+    dvc_yaml = "stages:\n" + stage.format("long", 3) + stage.format("lone", 0.5) + stage.format("quick", 0.5)
+    _project(tmp_path, dvc_yaml)
+    done = _repro(tmp_path, "--jobs", "2", "--alone", "lone")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def times(name):
+        return [float(t) for t in (tmp_path / f"{name}.times").read_text().split()]
+
+    (long_start, long_end), (quick_start, quick_end), lone_start = times("long"), times("quick"), times("lone")[0]
+    assert quick_start < long_end and long_start < quick_end  # quick and long overlapped
+    assert lone_start >= max(long_end, quick_end)  # and lone still ran with nothing beside it
