@@ -2,7 +2,8 @@
 in speed against the float model, measured in one run.
 
 :func:`quantize_model` exports a model file (``models/<id>.pt``) to ONNX (:mod:`flmlib.export`) and quantizes it
-statically (QDQ format, int8 weights per output channel, uint8 activations) with activation ranges calibrated on
+statically (QDQ format, int8 weights per output channel on 7 bits unless ``--full-range``, uint8 activations: see
+:func:`quantize_model` for why) with activation ranges calibrated on
 the network inputs of ``calibration_faces`` random *training* faces (the plain face box of each, as at inference);
 no test face is used for calibration.
 
@@ -61,10 +62,16 @@ class _Calibration:
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def quantize_model(model_path: str | Path, calibration: np.ndarray, out_path: str | Path) -> tuple[Path, bytes]:
+def quantize_model(model_path: str | Path, calibration: np.ndarray, out_path: str | Path,
+                   full_range: bool = False) -> tuple[Path, bytes]:
     """Write the int8 ONNX model of ``model_path`` to ``out_path``; returns it and the float ONNX bytes.
 
     ``calibration``: ``(N, 3, s, s)`` float32 network inputs (training faces) for the activation ranges.
+    ``full_range``: weights on the full int8 range instead of 7 bits. On an x86 CPU without VNNI (AVX2, AVX-512
+    without VNNI) ONNX Runtime multiplies uint8 activations by int8 weights with an instruction whose 16-bit pair
+    sums saturate (255 · 127 · 2 > 32767), so a full-range model gives wrong points there (O-Net: up to 0.32 box
+    units off on an AVX2 CPU, against 0.04 with 7-bit weights). 7 bits (ONNX Runtime's ``reduce_range``) cannot
+    saturate, so the default file runs correctly on any CPU; ``full_range`` is for CPUs with VNNI only.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -79,7 +86,7 @@ def quantize_model(model_path: str | Path, calibration: np.ndarray, out_path: st
         float_path.write_bytes(float_bytes)
         quantize_static(str(float_path), str(out_path), _Calibration(calibration.astype(np.float32)),
                         quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8)
+                        activation_type=QuantType.QUInt8, reduce_range=not full_range)
     return out_path, float_bytes
 
 
@@ -187,9 +194,9 @@ def markdown(result: dict) -> str:
             rows.append(f"| {method} | {r['batched']['ms_per_face']:.3f} | {r['single']['ms_per_face']:.3f} | "
                         f"{ratio.get('batched', float('nan')):.1f} / {ratio.get('single', float('nan')):.1f} |")
     env = result["environment"]
-    rows += ["", f"{result['model']}, ONNX Runtime {env['onnxruntime']}, network alone (no crop cutting), medians of "
-             f"alternating rounds; CPU {env['cpu']} ({', '.join(env['vector_isa'])}). AUC of RMSE / sqrt(w·h) of the "
-             "box; the CI resamples persons."]
+    rows += ["", f"{result['model']}, int8 weights on {result.get('weight_bits', 8)} bits, ONNX Runtime "
+             f"{env['onnxruntime']}, network alone (no crop cutting), medians of alternating rounds; CPU {env['cpu']} "
+             f"({', '.join(env['vector_isa'])}). AUC of RMSE / sqrt(w·h) of the box; the CI resamples persons."]
     return "\n".join(rows)
 
 
@@ -207,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration-faces", type=int, default=512)
     parser.add_argument("--out", default="reports/quantize.json")
     parser.add_argument("--int8-out", default=None, help="int8 ONNX file (default: next to --out)")
+    parser.add_argument("--full-range", action="store_true",
+                        help="8-bit weights instead of 7: for CPUs with VNNI only (on others ONNX Runtime's int8 "
+                             "products saturate and the points go wrong)")
     args = parser.parse_args(argv)
     study, prepared = load_config(args.params), Path(args.prepared)
     try:
@@ -219,9 +229,10 @@ def main(argv: list[str] | None = None) -> None:
                                            replace=False)
     calibration = network_inputs(train, model.input_size, np.sort(rows))
     int8_path = Path(args.int8_out or Path(args.out).with_name(Path(args.model).stem + ".int8.onnx"))
-    int8_path, float_bytes = quantize_model(args.model, calibration, int8_path)
+    int8_path, float_bytes = quantize_model(args.model, calibration, int8_path, full_range=args.full_range)
     test_images = network_inputs(load_split(prepared / f"{next(iter(study.test_sets))}.npz"), model.input_size)
     result = {"model": args.model, "int8_file": str(int8_path), "calibration_faces": int(len(calibration)),
+              "weight_bits": 8 if args.full_range else 7,
               "environment": environment(),
               "accuracy": accuracy(float_bytes, int8_path, study, prepared, model.input_size),
               "speed": speed(float_bytes, int8_path, test_images)}

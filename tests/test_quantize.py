@@ -44,3 +44,47 @@ def test_landmarker_speed_times_float_int8_and_reference_in_one_run(tmp_path, mo
     assert seen["ids"] == ["dlib", "onet", "onet_int8"] and seen["rounds"] == 3
     assert seen["spec"].kind == "cnn" and seen["spec"].options["checkpoint"] == str(onnx_file.resolve())
     assert set(result["methods"]) == {"dlib", "onet", "onet_int8"}
+
+
+def _trained_onet(tmp_path, epochs=1):
+    train = write_synthetic_split(tmp_path / "train.npz", 64, seed=0)
+    val = write_synthetic_split(tmp_path / "val.npz", 16, seed=1)
+    config = T.TrainConfig(epochs=epochs, batch_size=16, threads=1, device="cpu")
+    T.train(config, train, val, tmp_path / "onet.pt", tmp_path / "ckpt", progress=False)
+    return tmp_path / "onet.pt"
+
+
+def _int8_weights(path) -> list[np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    return [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+            if t.data_type == onnx.TensorProto.INT8]
+
+
+def test_int8_weights_use_7_bits_unless_full_range_is_asked_for(tmp_path):
+    model = _trained_onet(tmp_path)
+    calibration = network_inputs(synthetic_arrays(64, seed=2), 48)
+    portable, _ = quantize_model(model, calibration, tmp_path / "portable.onnx")
+    full, _ = quantize_model(model, calibration, tmp_path / "full.onnx", full_range=True)
+    portable_peak = max(int(np.abs(w.astype(int)).max()) for w in _int8_weights(portable))
+    full_peak = max(int(np.abs(w.astype(int)).max()) for w in _int8_weights(full))
+    assert portable_peak <= 64 < full_peak  # 7 bits: products of uint8 activations cannot saturate 16-bit pair sums
+
+
+def test_int8_model_agrees_with_float_where_full_range_weights_would_saturate(tmp_path):
+    """A first convolution whose weights are all alike and positive: with 8-bit weights, the pair sums of uint8
+    activations times int8 weights overflow 16 bits on an x86 CPU without VNNI (AVX2), and the points go wrong
+    there (this test then fails for full-range weights; on a CPU with VNNI both pass). The default file must agree
+    with float within the tolerance on any CPU."""
+    import torch
+
+    blob = torch.load(_trained_onet(tmp_path), weights_only=True)
+    first_conv = next(k for k, v in blob["state_dict"].items() if v.ndim == 4)
+    blob["state_dict"][first_conv] = torch.full_like(blob["state_dict"][first_conv], 0.1)
+    torch.save(blob, tmp_path / "alike.pt")
+    int8_path, float_bytes = quantize_model(tmp_path / "alike.pt", network_inputs(synthetic_arrays(64, seed=2), 48),
+                                            tmp_path / "alike.int8.onnx")
+    images = network_inputs(synthetic_arrays(32, seed=3), 48)
+    difference = np.abs(run_session(onnx_session(int8_path), images) - run_session(onnx_session(float_bytes), images))
+    assert difference.max() < TOLERANCE_BOX_UNITS, difference.max()
