@@ -87,6 +87,8 @@ QUANTIZE ?= onet onet_half_40
 AVX2_METHODS ?= dlib onet onet_half_40
 # Landmarkers `make bench` puts after every detector in the whole-pipeline benchmark (flmlib.bench_pipeline).
 PIPELINE_METHODS ?= onet onet_half_40
+# Landmarkers `make bench` times at several forward-pass sizes (flmlib.bench_batch: images per pass of each network).
+BATCH_METHODS ?= onet onet_half_40 onet_two_pass
 
 bench: data
 	$(BIN)/python -m flmlib.bench
@@ -94,6 +96,7 @@ bench: data
 	for m in $(QUANTIZE); do $(BIN)/python -m flmlib.quantize --model models/$$m.pt \
 		--out reports/bench_quantize_$$m.json --int8-out reports/$$m.int8.onnx || exit 1; done
 	$(BIN)/python -m flmlib.bench_pipeline --methods $(PIPELINE_METHODS) --out reports/bench_pipeline.json
+	$(BIN)/python -m flmlib.bench_batch --methods $(BATCH_METHODS) --out reports/bench_batch.json
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OPENCV_CPU_DISABLE=AVX512-SKX \
 		$(BIN)/python -m flmlib.speed --methods $(AVX2_METHODS) --out reports/speed_avx2.json
 

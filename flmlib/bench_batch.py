@@ -1,0 +1,136 @@
+"""Forward-pass size: how a CNN landmarker's batched speed depends on the images its networks take per pass.
+
+A landmarker splits a ``predict_batch`` call into forward passes of ``batch_size`` images (with the flip test,
+``batch_size // 2`` faces and their mirror images). The pipeline runs every network at 256; on some CPUs a smaller
+pass is much faster (cache-sized activations), on others it makes no difference. This benchmark builds each method
+once per size, times one ``predict_batch`` call of ``--faces`` faces (the 300-W test faces of the prepare stage)
+for every size and for the reference method (dlib) in alternating rounds (:func:`flmlib.speed.time_rounds`,
+medians), and checks that every size gives the same points as the first (the largest difference, in pixels, is
+reported: a forward pass computes each image on its own, so it should be 0).
+
+    python -m flmlib.bench_batch                                   # onet, onet_half_40, onet_two_pass
+    python -m flmlib.bench_batch --methods onet --sizes 256 64 16  # -> reports/bench_batch.json and a table
+
+It writes JSON (ms per face per method and size, ratio to the reference, the CPU and its vector instructions) and
+prints a markdown table. It is part of ``make bench``, not of the pipeline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from flmlib.bench import BenchError, environment, load_faces
+from flmlib.config import load_config
+from flmlib.landmarkers import build_method
+from flmlib.speed import time_rounds
+
+DEFAULT_METHODS = ("onet", "onet_half_40", "onet_two_pass")
+DEFAULT_SIZES = (256, 128, 64, 32, 16)
+
+
+def set_batch_size(landmarker, size: int) -> None:
+    """Images per forward pass for every network of ``landmarker`` (both networks of a two-pass method).
+
+    Raises:
+        ValueError: the landmarker has no network to set (not a CNN method).
+    """
+    networks = [net for net in (getattr(landmarker, "first", None), getattr(landmarker, "second", None)) if net]
+    networks = networks or [landmarker]
+    if not all(hasattr(net, "batch_size") for net in networks):
+        raise ValueError(f"{type(landmarker).__name__} has no forward-pass size to set (not a CNN method)")
+    for net in networks:
+        net.batch_size = size
+
+
+def sweep(method_ids: Sequence[str], sizes: Sequence[int], prepared: Path, params_path: str | Path = "params.yaml",
+          faces: int = 256, rounds: int = 7) -> dict:
+    """Time every method at every forward-pass size against the reference method, in one run (module docstring)."""
+    if not sizes or any(size < 1 for size in sizes):
+        raise ValueError(f"sizes={list(sizes)}: need at least one size, each at least 1")
+    study = load_config(params_path)
+    images, boxes, _ = load_faces(prepared)
+    order = np.resize(np.arange(len(boxes)), faces)
+    batch_images, batch_boxes = [images[i] for i in order], [boxes[i : i + 1] for i in order]
+    reference = build_method(study.method_spec(study.reference))
+    calls = {study.reference: {"batched": lambda: reference.predict_batch(batch_images, batch_boxes)}}
+    largest_difference: dict[str, float] = {}
+    for method in method_ids:
+        first_points = None
+        for size in sizes:
+            landmarker = build_method(study.method_spec(method))
+            set_batch_size(landmarker, size)
+            points = np.concatenate(landmarker.predict_batch(batch_images, batch_boxes))  # also the warm-up (compile)
+            if first_points is None:
+                first_points = points
+            difference = float(np.nanmax(np.abs(points - first_points))) if len(points) else 0.0
+            largest_difference[method] = max(largest_difference.get(method, 0.0), difference)
+            calls[f"{method}@{size}"] = {"batched": lambda lm=landmarker: lm.predict_batch(batch_images, batch_boxes)}
+    seconds = time_rounds(calls, rounds, warmup=0)
+    ref_ms = seconds[study.reference]["batched"] * 1000 / faces
+    methods = {}
+    for method in method_ids:
+        per_size = {}
+        for size in sizes:
+            ms = seconds[f"{method}@{size}"]["batched"] * 1000 / faces
+            per_size[str(size)] = {"ms_per_face": round(ms, 4), "ratio_to_reference": round(ref_ms / ms, 2)}
+        best = min(sizes, key=lambda s: per_size[str(s)]["ms_per_face"])
+        methods[method] = {"sizes": per_size, "fastest_size": int(best),
+                           "largest_point_difference_px": round(largest_difference[method], 6)}
+    return {"environment": environment(), "torch_threads": torch.get_num_threads(), "reference": study.reference,
+            "reference_ms_per_face": round(ref_ms, 4), "faces_per_call": faces, "rounds": rounds,
+            "sizes": [int(s) for s in sizes],
+            "definition": "image + face box -> 68 points, one predict_batch call of faces_per_call 300-W test faces;"
+                          " sizes: images per forward pass of each network (with the flip test, half as many faces);"
+                          " medians over alternating rounds, the reference method in the same rounds",
+            "methods": methods}
+
+
+def markdown(result: dict) -> str:
+    """The sweep as a table: ms per face batched, one column per forward-pass size."""
+    sizes = result["sizes"]
+    rows = ["| landmarker | " + " | ".join(f"{s} / pass" for s in sizes) + " | fastest | max Δ points, px |",
+            "|---|" + "---:|" * (len(sizes) + 2)]
+    for method, r in result["methods"].items():
+        cells = [f"{r['sizes'][str(s)]['ms_per_face']:.3f}" for s in sizes]
+        rows.append(f"| {method} | " + " | ".join(cells) + f" | {r['fastest_size']} | "
+                    f"{r['largest_point_difference_px']:.4f} |")
+    env = result["environment"]
+    rows += ["", f"ms per face in one predict_batch call of {result['faces_per_call']} faces; {result['reference']}: "
+             f"{result['reference_ms_per_face']:.3f} ms per face in the same rounds; medians of {result['rounds']} "
+             f"alternating rounds; CPU {env['cpu']} ({', '.join(env.get('vector_isa') or ['no AVX2'])}), torch "
+             f"threads {result['torch_threads']}."]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="ID")
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES), metavar="N",
+                        help="images per forward pass (default: 256 128 64 32 16)")
+    parser.add_argument("--faces", type=int, default=256, help="faces per predict_batch call (default 256)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", default="prepared")
+    parser.add_argument("--out", default="reports/bench_batch.json")
+    args = parser.parse_args(argv)
+    try:
+        result = sweep(args.methods, args.sizes, Path(args.prepared), args.params, args.faces, args.rounds)
+    except (BenchError, ValueError, KeyError, OSError) as exc:
+        print(f"bench_batch: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
