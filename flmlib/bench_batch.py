@@ -8,7 +8,7 @@ for every size and for the reference method (dlib) in alternating rounds (:func:
 medians), and checks that every size gives the same points as the first (the largest difference, in pixels, is
 reported: a forward pass computes each image on its own, so it should be 0).
 
-    python -m flmlib.bench_batch                                   # onet, onet_half_40, onet_two_pass
+    python -m flmlib.bench_batch                                   # every CNN method of the leaderboard
     python -m flmlib.bench_batch --methods onet --sizes 256 64 16  # -> reports/bench_batch.json and a table
 
 It writes JSON (ms per face per method and size, ratio to the reference, the CPU and its vector instructions) and
@@ -30,30 +30,31 @@ from flmlib.config import load_config
 from flmlib.landmarkers import build_method
 from flmlib.speed import time_rounds
 
-DEFAULT_METHODS = ("onet", "onet_half_40", "onet_two_pass")
 DEFAULT_SIZES = (256, 128, 64, 32, 16)
 
 
-def set_batch_size(landmarker, size: int) -> None:
-    """Images per forward pass for every network of ``landmarker`` (both networks of a two-pass method).
+def cnn_methods(study, method_ids: Sequence[str] | None = None) -> list[str]:
+    """``method_ids`` checked to be CNN methods of the study (``ValueError`` naming the others); ``None``: every CNN
+    method of the leaderboard (seed repeats run the same networks as their entry)."""
+    if method_ids is None:
+        return [m for m in study.leaderboard_ids if study.method_spec(m).kind == "cnn"]
+    unknown = sorted(set(method_ids) - set(study.method_ids))
+    if unknown:
+        raise ValueError(f"{unknown}: not methods of the study ({study.method_ids})")
+    not_cnn = [f"{m} ({study.method_spec(m).kind})" for m in method_ids if study.method_spec(m).kind != "cnn"]
+    if not_cnn:
+        raise ValueError(f"{not_cnn}: only CNN methods run forward passes whose size can be set")
+    return list(method_ids)
 
-    Raises:
-        ValueError: the landmarker has no network to set (not a CNN method).
-    """
-    networks = [net for net in (getattr(landmarker, "first", None), getattr(landmarker, "second", None)) if net]
-    networks = networks or [landmarker]
-    if not all(hasattr(net, "batch_size") for net in networks):
-        raise ValueError(f"{type(landmarker).__name__} has no forward-pass size to set (not a CNN method)")
-    for net in networks:
-        net.batch_size = size
 
-
-def sweep(method_ids: Sequence[str], sizes: Sequence[int], prepared: Path, params_path: str | Path = "params.yaml",
-          faces: int = 256, rounds: int = 7) -> dict:
-    """Time every method at every forward-pass size against the reference method, in one run (module docstring)."""
+def sweep(method_ids: Sequence[str] | None, sizes: Sequence[int], prepared: Path,
+          params_path: str | Path = "params.yaml", faces: int = 256, rounds: int = 7) -> dict:
+    """Time every method (``None``: :func:`cnn_methods`) at every forward-pass size against the reference method, in
+    one run (module docstring)."""
     if not sizes or any(size < 1 for size in sizes):
         raise ValueError(f"sizes={list(sizes)}: need at least one size, each at least 1")
     study = load_config(params_path)
+    method_ids = cnn_methods(study, method_ids)
     images, boxes, _ = load_faces(prepared)
     order = np.resize(np.arange(len(boxes)), faces)
     batch_images, batch_boxes = [images[i] for i in order], [boxes[i : i + 1] for i in order]
@@ -63,8 +64,8 @@ def sweep(method_ids: Sequence[str], sizes: Sequence[int], prepared: Path, param
     for method in method_ids:
         first_points = None
         for size in sizes:
-            landmarker = build_method(study.method_spec(method))
-            set_batch_size(landmarker, size)
+            # batch_size reaches every network of the method (both of a two-pass one), as in flm predict --batch-size
+            landmarker = build_method(study.method_spec(method), batch_size=size)
             points = np.concatenate(landmarker.predict_batch(batch_images, batch_boxes))  # also the warm-up (compile)
             if first_points is None:
                 first_points = points
@@ -110,7 +111,8 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="ID")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="ID",
+                        help="CNN methods of params.yaml (default: every CNN method of the leaderboard)")
     parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES), metavar="N",
                         help="images per forward pass (default: 256 128 64 32 16)")
     parser.add_argument("--faces", type=int, default=256, help="faces per predict_batch call (default 256)")
