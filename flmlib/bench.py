@@ -48,6 +48,7 @@ from flmlib.landmarkers.runtimes import cpu_flags
 from flmlib.models import build_model, load_trained
 from flmlib.paths import PROJECT_ROOT, project_path
 from flmlib.predictor import Predictor, default_upsample
+from flmlib.report import cpu_label
 
 BATCH_SIZES = (1, 256)
 TARGET_RATIO = 10.0
@@ -795,7 +796,7 @@ def markdown(result: dict) -> str:
     lines += [f"| {stage} | {_fmt(seconds, 1)} |" for stage, seconds in timing["stages_seconds"].items()]
     lines.append(f"| these stages together (the predict stages write no timing file) | {_fmt(timing['study_seconds'], 1)} |")
     env = result["environment"]
-    lines += ["", f"Machine: {env['cpu']} ({', '.join(env.get('vector_isa') or ['no AVX2'])}),"
+    lines += ["", f"Machine: {cpu_label(env)},"
               f" {env['cores_available']} cores, git commit {env.get('git_commit')}, torch {env['torch']} with"
               f" {env['torch_threads']} threads; load average {env['load_average_start']} at start,"
               f" {env.get('load_average_end')} at end (a shared machine inflates and scatters the times)."]

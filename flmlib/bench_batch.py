@@ -1,7 +1,8 @@
 """Forward-pass size: how a CNN landmarker's batched speed depends on the images its networks take per pass.
 
 A landmarker splits a ``predict_batch`` call into forward passes of ``batch_size`` images (with the flip test,
-``batch_size // 2`` faces and their mirror images). The pipeline runs every network at 256; on some CPUs a smaller
+``batch_size // 2`` faces and their mirror images). The pipeline runs every network at
+``DEFAULT_BATCH_SIZE`` (64); on some CPUs a smaller
 pass is much faster (cache-sized activations), on others it makes no difference. This benchmark builds each method
 once per size, times one ``predict_batch`` call of ``--faces`` faces (the 300-W test faces of the prepare stage)
 for every size and for the reference method (dlib) in alternating rounds (:func:`flmlib.speed.time_rounds`,
@@ -28,6 +29,7 @@ import torch
 from flmlib.bench import BenchError, environment, load_faces
 from flmlib.config import load_config
 from flmlib.landmarkers import build_method
+from flmlib.report import cpu_label
 from flmlib.speed import time_rounds
 
 DEFAULT_SIZES = (256, 128, 64, 32, 16)
@@ -104,7 +106,7 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     rows += ["", f"ms per face in one predict_batch call of {result['faces_per_call']} faces; {result['reference']}: "
              f"{result['reference_ms_per_face']:.3f} ms per face in the same rounds; medians of {result['rounds']} "
-             f"alternating rounds; CPU {env['cpu']} ({', '.join(env.get('vector_isa') or ['no AVX2'])}), torch "
+             f"alternating rounds; CPU {cpu_label(env)}, torch "
              f"threads {result['torch_threads']}."]
     return "\n".join(rows)
 

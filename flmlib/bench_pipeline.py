@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from flmlib.metrics import nme_interocular
+from flmlib.report import cpu_label
 
 FRAME_SIZE = (640, 480)
 FACE_SIZE = 160.0
@@ -262,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = run(study, load_detector_config(args.detectors, study), args.prepared, args.frames, args.rounds,
                   args.seed, args.calibration, args.methods, args.stream_rounds)
     env = payload["environment"]
-    print(f"Whole pipeline on {args.frames} 640x480 frames with one face ({env['cpu']}, "
-          f"{', '.join(env.get('vector_isa') or ['no AVX2'])}), one thread each:")
+    print(f"Whole pipeline on {args.frames} 640x480 frames with one face on {cpu_label(env)}, one thread each:")
     for name, e in payload["pipelines"].items():
         print(f"  {name:48s} {e['ms_per_frame_median']:7.2f} ms/frame  {e['faces_per_second']:6.1f} faces/s  "
               f"{e['speed_vs_mediapipe']:5.2f}x MediaPipe  found {e['found_share']:.0%}  NME io {e['nme_interocular']:.4f}")

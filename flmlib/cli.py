@@ -345,6 +345,8 @@ def load_detector_ids() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flmlib.landmarkers.base import DEFAULT_BATCH_SIZE  # light: no landmarker (nor torch) is imported
+
     methods = method_ids()
     parser = argparse.ArgumentParser(
         prog="flm",
@@ -383,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="inference engine of a trained model: PyTorch or ONNX Runtime (default: %(default)s)")
     predict.add_argument("--device", default="auto",
                          help="torch device of a trained model: auto, cpu, cuda (default: %(default)s)")
-    predict.add_argument("--batch-size", type=int, default=256,
+    predict.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                          help="faces per forward pass of a trained model (default: %(default)s)")
     predict.add_argument("--workers", type=int, default=None,
                          help="processes that read and detect images while the landmarker runs (default: one per"

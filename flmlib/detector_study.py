@@ -32,6 +32,7 @@ from flmlib.face_detectors import CALIBRATION_PATH, BoxCalibration, FaceDetector
 from flmlib.io import read_image, write_json
 from flmlib.metrics import nme_interocular
 from flmlib.paths import portable_path, project_path
+from flmlib.report import cpu_label
 
 
 #: Inter-ocular NME above which a found face counts as a landmarking failure (300-W's customary 0.10).
@@ -184,8 +185,7 @@ def detector_markdown(payload: dict) -> str:
              f"of the detector overlaps its landmark box with IoU >= {payload['iou_threshold']:g}. Landmark error: "
              f"`{payload['landmarker']}` placed in each detector's boxes, mean inter-ocular NME over the faces that "
              "detector found, and over the faces every detector found (the fair comparison). ms per image: median of "
-             f"one detect call, one thread, on {env.get('cpu', 'this CPU')} "
-             f"({', '.join(env.get('vector_isa') or ['no AVX2'])}). `{payload['default_detector']}` made the study's "
+             f"one detect call, one thread, on {cpu_label(env)}. `{payload['default_detector']}` made the study's "
              "detector boxes.", ""]
     for test_set, per in payload["test_sets"].items():
         groups = next(iter(per.values())).get("faces_by_group", {})

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from flmlib.export import INPUT_NAME, onnx_bytes, onnx_session
+from flmlib.report import cpu_label
 
 #: Largest point difference (box units) a test of the quantized model accepts against float: 0.02 box units is
 #: about one pixel of a 48-pixel face box.
@@ -195,8 +196,7 @@ def markdown(result: dict) -> str:
                         f"{ratio.get('batched', float('nan')):.1f} / {ratio.get('single', float('nan')):.1f} |")
     env = result["environment"]
     rows += ["", f"{result['model']}, int8 weights on {result.get('weight_bits', 8)} bits, ONNX Runtime "
-             f"{env['onnxruntime']}, network alone (no crop cutting), medians of alternating rounds; CPU {env['cpu']} "
-             f"({', '.join(env['vector_isa'])}). AUC of RMSE / sqrt(w·h) of the box; the CI resamples persons."]
+             f"{env['onnxruntime']}, network alone (no crop cutting), medians of alternating rounds; CPU {cpu_label(env)}. AUC of RMSE / sqrt(w·h) of the box; the CI resamples persons."]
     return "\n".join(rows)
 
 

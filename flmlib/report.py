@@ -325,6 +325,12 @@ def leaderboard_markdown(detail: Mapping, study, speed: Mapping | None, test_set
     return "\n".join(lines) + "\n"
 
 
+def cpu_label(env: dict) -> str:
+    """``"<CPU model> (<vector instruction sets>)"`` from :func:`environment`'s dict, e.g. ``AMD EPYC (avx2, fma)``:
+    the line every timing table ends with, since the numbers move between CPUs."""
+    return f"{env.get('cpu') or 'this CPU'} ({', '.join(env.get('vector_isa') or ['no AVX2'])})"
+
+
 def speed_note(speed: Mapping | None) -> str:
     """Where the speed columns come from: the CPU, its vector ISA, threads and the timing definition."""
     if not speed:
@@ -333,7 +339,7 @@ def speed_note(speed: Mapping | None) -> str:
     # CNNs run eager in fp32 unless their params entry sets other options; name those, since they change the speed
     special = [f"{m} ({t['runtime']})" for m, t in speed["methods"].items() if t.get("runtime_is_default") is False]
     runtimes = f" CNNs run eager in fp32, except {', '.join(special)}." if special else ""
-    return (f"Speed columns: {speed['definition']}; {env['cpu']} ({', '.join(env['vector_isa']) or 'no AVX2'}), "
+    return (f"Speed columns: {speed['definition']}; {cpu_label(env)}, "
             f"{env['cores_available']} cores, torch threads {speed['torch_threads']}, {speed['rounds']} rounds."
             f"{runtimes} They move between machines: compare the ratios, measured in one run.")
 

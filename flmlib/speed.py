@@ -31,6 +31,7 @@ from flmlib.bench import dlib_model_size, environment, load_faces, rate
 from flmlib.config import load_config
 from flmlib.landmarkers import build_method
 from flmlib.paths import project_path
+from flmlib.report import cpu_label
 
 
 def model_size(spec, landmarker) -> dict:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     env = result["environment"]
     limits = env["isa_in_use"]["limits"]
-    print(f"{env['cpu']} ({', '.join(env['vector_isa']) or 'no AVX'}), torch threads {result['torch_threads']},"
+    print(f"{cpu_label(env)}, torch threads {result['torch_threads']},"
           f" torch kernels {env['isa_in_use']['torch']}" + (f", limited by {limits}" if limits else ""))
     for method, entry in result["methods"].items():
         if "skipped" in entry:

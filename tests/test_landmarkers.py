@@ -96,6 +96,25 @@ def test_dlib_rejects_bad_input(helen):
     with pytest.raises(ValueError, match=r"boxes\[0\]"):
         dlib_lm.predict(images[0], np.array([[10, 10, 5, 20]]))
     assert dlib_lm.predict(images[0], np.zeros((0, 4))).shape == (0, 68, 2)
+    # an image with no rows or no columns (e.g. a slice past the edge) is named, not cropped into garbage
+    for empty in (np.zeros((0, 40, 3), np.uint8), np.zeros((40, 0, 3), np.uint8)):
+        with pytest.raises(ValueError, match=r"image 1 is empty: shape \(" + str(empty.shape[0])):
+            dlib_lm.predict_batch([images[0], empty], [boxes[:1], boxes[:1]])
+
+
+def test_cnn_rejects_an_empty_image(checkpoint):
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match=r"image 0 is empty: shape \(0, 0, 3\)"):
+        onet.predict(np.zeros((0, 0, 3), np.uint8), np.array([[0, 0, 10, 10]]))
+
+
+def test_every_entry_point_defaults_to_one_forward_pass_size(checkpoint):
+    from flmlib.cli import build_parser
+    from flmlib.landmarkers.base import DEFAULT_BATCH_SIZE
+
+    assert ONetLandmarker.from_checkpoint(checkpoint, device="cpu").batch_size == DEFAULT_BATCH_SIZE
+    args = build_parser().parse_args(["predict", "x.jpg"])
+    assert args.batch_size == DEFAULT_BATCH_SIZE
 
 
 def test_onet_api_on_real_image_gives_points_inside_the_image(helen, mean_shape, mean_shape_checkpoint):

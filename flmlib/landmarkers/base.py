@@ -27,6 +27,14 @@ import numpy as np
 from flmlib.config import POINT_SCHEMES, MethodSpec  # noqa: F401  (re-exported)
 
 N_POINTS = 68
+
+#: Images per forward pass unless a caller sets ``batch_size``. Larger passes spill the activations of the study's
+#: networks out of a 2-core CPU's caches: on an AVX2-only CPU, 64 images per pass ran O-Net 1.7-1.9x and the two-pass
+#: O-Net 1.3-1.4x faster per face than 256 (`make bench`, reports/bench_batch.json), with identical points; on an
+#: AVX-512 CPU the compiled bf16 O-Net was flat from 16 to 256.
+DEFAULT_BATCH_SIZE = 64
+
+
 class Landmarker(Protocol):
     """The landmarker interface (module docstring)."""
 
@@ -67,10 +75,13 @@ def build_method(spec: MethodSpec, **overrides) -> Landmarker:
 
 
 def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """``(H, W, 3) uint8`` RGB as a C-contiguous array; anything else raises ``ValueError`` naming ``what``."""
+    """``(H, W, 3) uint8`` RGB with H, W >= 1 as a C-contiguous array; anything else raises ``ValueError`` naming
+    ``what``."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"{what} must be an (H, W, 3) uint8 RGB array, got {desc}")
+    if image.shape[0] == 0 or image.shape[1] == 0:  # no pixel to crop a face from
+        raise ValueError(f"{what} is empty: shape {image.shape}")
     return np.ascontiguousarray(image)
 
 

@@ -27,7 +27,7 @@ from flmlib.models import build_from_blob, load_trained, read_model_file
 from flmlib.paths import project_path
 from flmlib.point_schemes import IBUG68
 from flmlib.device import resolve_device
-from flmlib.landmarkers.base import MethodSpec, check_batch, check_boxes
+from flmlib.landmarkers.base import DEFAULT_BATCH_SIZE, MethodSpec, check_batch, check_boxes
 from flmlib.landmarkers.crop_geometry import BOX_ONLY, CropCutter, CropGeometry
 from flmlib.landmarkers.runtimes import BACKENDS, PRECISIONS, OnnxRuntime, TorchRuntime
 
@@ -93,7 +93,7 @@ class CNNLandmarker:
     """
 
     def __init__(self, model: torch.nn.Module | None, config: dict, backend: str = "torch",
-                 device: str | torch.device = "cpu", batch_size: int = 256, session=None, source: str = "model",
+                 device: str | torch.device = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, session=None, source: str = "model",
                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None, precision: str = "fp32",
                  spec: MethodSpec | None = None, flip_test: bool = False):
         if backend not in BACKENDS:
@@ -138,7 +138,7 @@ class CNNLandmarker:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str = "auto", backend: str = "torch",
-                        batch_size: int = 256, threads: int | None = None, precision: str = "fp32",
+                        batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, precision: str = "fp32",
                         spec: MethodSpec | None = None, flip_test: bool = False) -> "CNNLandmarker":
         """Load a model file written by :func:`flmlib.train.save_model` (relative paths: from the project root).
 
@@ -156,7 +156,7 @@ class CNNLandmarker:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, config: dict, source: str = "model", device: str = "auto",
-                   backend: str = "torch", batch_size: int = 256, threads: int | None = None,
+                   backend: str = "torch", batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None,
                    precision: str = "fp32", spec: MethodSpec | None = None,
                    flip_test: bool = False) -> "CNNLandmarker":
         """A loaded model and its model-file config (:func:`flmlib.models.load_trained`), run as
@@ -175,7 +175,7 @@ class CNNLandmarker:
                    source=source, precision=precision, spec=spec, flip_test=flip_test)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, batch_size: int = 256, threads: int | None = None,
+    def from_onnx(cls, path: str | Path, batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None,
                   spec: MethodSpec | None = None, flip_test: bool = False) -> "CNNLandmarker":
         """Load an ONNX file written by :func:`flmlib.export.export_onnx` (it carries the model config)."""
         from flmlib.export import onnx_config, onnx_session
@@ -200,9 +200,8 @@ class CNNLandmarker:
         most batch_size images (with :attr:`flip_test`, chunks of ``batch_size // 2`` faces, at least 1, each with its
         mirror image in the same pass, the mirrored points mapped back)."""
         out = []
-        # A pass carries no more than batch_size images (2 with the flip test at batch_size 1): past 256, O-Net's pass
-        # costs 1.5x more per image on a 2-core CPU (its activations outgrow the caches), and the flip test would
-        # otherwise double the batch.
+        # A pass carries no more than batch_size images (2 with the flip test at batch_size 1), so that its activations
+        # stay in the CPU's caches (see DEFAULT_BATCH_SIZE); the flip test would otherwise double the pass.
         step = max(1, self.batch_size // 2) if self.flip_test else self.batch_size
         for start in range(0, len(inputs), step):
             chunk = inputs[start : start + step]
