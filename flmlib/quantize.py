@@ -196,7 +196,8 @@ def markdown(result: dict) -> str:
                         f"{ratio.get('batched', float('nan')):.1f} / {ratio.get('single', float('nan')):.1f} |")
     env = result["environment"]
     rows += ["", f"{result['model']}, int8 weights on {result.get('weight_bits', 8)} bits, ONNX Runtime "
-             f"{env['onnxruntime']}, network alone (no crop cutting), medians of alternating rounds; CPU {cpu_label(env)}. AUC of RMSE / sqrt(w·h) of the box; the CI resamples persons."]
+             f"{env['onnxruntime']}, network alone (no crop cutting), medians of alternating rounds; CPU "
+             f"{cpu_label(env)}. AUC of RMSE / sqrt(w·h) of the box; the CI resamples persons."]
     return "\n".join(rows)
 
 
