@@ -326,7 +326,7 @@ def leaderboard_markdown(detail: Mapping, study, speed: Mapping | None, test_set
 
 
 def cpu_label(env: dict) -> str:
-    """``"<CPU model> (<vector instruction sets>)"`` from :func:`environment`'s dict, e.g. ``AMD EPYC (avx2, fma)``:
+    """``"<CPU model> (<vector instruction sets>)"`` from :func:`flmlib.bench.environment`'s dict, e.g. ``AMD EPYC (avx2, fma)``:
     the line every timing table ends with, since the numbers move between CPUs."""
     return f"{env.get('cpu') or 'this CPU'} ({', '.join(env.get('vector_isa') or ['no AVX2'])})"
 
@@ -339,9 +339,11 @@ def speed_note(speed: Mapping | None) -> str:
     # CNNs run eager in fp32 unless their params entry sets other options; name those, since they change the speed
     special = [f"{m} ({t['runtime']})" for m, t in speed["methods"].items() if t.get("runtime_is_default") is False]
     runtimes = f" CNNs run eager in fp32, except {', '.join(special)}." if special else ""
+    sizes = sorted({t["images_per_pass"] for t in speed["methods"].values() if t.get("images_per_pass")})
+    passes = f" CNN forward passes of at most {' or '.join(map(str, sizes))} images." if sizes else ""
     return (f"Speed columns: {speed['definition']}; {cpu_label(env)}, "
             f"{env['cores_available']} cores, torch threads {speed['torch_threads']}, {speed['rounds']} rounds."
-            f"{runtimes} They move between machines: compare the ratios, measured in one run.")
+            f"{runtimes}{passes} They move between machines: compare the ratios, measured in one run.")
 
 
 def seeds_markdown(detail: Mapping, study, *, error: str = M.PRIMARY_ERROR,

@@ -6,7 +6,9 @@ For every method of params.yaml (the trained models, dlib, MediaPipe) it measure
 (image + face box -> 68 points; detection excluded, the boxes are the prepare stage's detections of 300-W test
 faces):
 
-* ``batched``: all faces of a batch (the test faces repeated to ``batch`` faces) in one ``predict_batch`` call;
+* ``batched``: all faces of a batch (the test faces repeated to ``batch`` faces) in one ``predict_batch`` call, which
+  a CNN splits into forward passes of its own ``batch_size`` (``images_per_pass``: 64 by default, as the pipeline runs
+  it);
 * ``single``: one face per ``predict`` call (a webcam frame with one face), over the first ``single_faces`` faces;
 
 in ``rounds`` rounds that alternate the methods (so a noisy neighbour on a shared machine slows every method of a
@@ -53,6 +55,12 @@ def model_size(spec, landmarker) -> dict:
 DEFAULT_RUNTIME = "torch, fp32"
 
 
+def images_per_pass(landmarker) -> int | None:
+    """The images a CNN method's forward passes carry at most (a two-pass method: its second network's, which its
+    first shares); ``None`` for a method that is not a CNN of the study."""
+    return getattr(getattr(landmarker, "second", landmarker), "batch_size", None)
+
+
 def runtime_of(landmarker) -> str | None:
     """How a CNN method runs, e.g. ``compile, bf16, flip test`` (a two-pass method: its second network's settings,
     which its first shares except the flip test); ``None`` for a method that is not a CNN of the study."""
@@ -94,12 +102,13 @@ def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "pa
             landmarker = built[method] = build_method(spec)
             runtime = runtime_of(landmarker)
             sizes[method] = {**model_size(spec, landmarker), "runtime": runtime,
-                             "runtime_is_default": runtime in (None, DEFAULT_RUNTIME)}
+                             "runtime_is_default": runtime in (None, DEFAULT_RUNTIME),
+                             "images_per_pass": images_per_pass(landmarker)}
         except (OSError, ValueError, RuntimeError) as exc:
             skipped[method] = f"{type(exc).__name__}: {exc}"
             continue
-        if hasattr(landmarker, "batch_size"):
-            landmarker.batch_size = batch
+        # Each CNN runs forward passes of its own size (DEFAULT_BATCH_SIZE unless its options set one), as the
+        # pipeline and `flm predict` run it: the batched call hands it all `batch` faces, split into passes.
         calls[method] = {
             "batched": lambda lm=landmarker: lm.predict_batch(batch_images, batch_boxes),
             "single": lambda lm=landmarker: [lm.predict(image, box) for image, box in singles],
@@ -127,7 +136,8 @@ def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "pa
                       "batch": batch, "single_faces": len(singles)},
             "rounds": rounds, "torch_threads": torch.get_num_threads(),
             "definition": "image + face box -> 68 points, detection excluded; batched: one predict_batch call of"
-                          f" {batch} faces; single: one face per predict call; medians over alternating rounds;"
+                          f" {batch} faces (each CNN in forward passes of its own size); single: one face per predict"
+                          " call; medians over alternating rounds;"
                           " ratio_to_reference: reference ms/face over this method's ms/face, same run",
             "methods": out}
 

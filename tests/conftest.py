@@ -44,3 +44,28 @@ def write_png_bomb(path: Path, width: int = 60000, height: int = 60000) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     return path
+
+
+def constant_onet(units: np.ndarray):
+    """An O-Net whose output is ``units`` ``(68, 2)`` box units for any input: head weights zero, bias the points."""
+    import torch
+
+    from flmlib.models import build_model
+
+    model = build_model("onet").eval()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.as_tensor(units.reshape(-1), dtype=torch.float32))
+    return model
+
+
+def save_model_file(path: Path, model, mean=None) -> Path:
+    """Write ``model`` as a model file of 96 px context crops (``mean``: the ``(68, 2)`` alignment mean of a second
+    pass trained on aligned crops); returns ``path``."""
+    import types
+
+    from flmlib.train import TrainConfig, model_config, save_model
+
+    split = types.SimpleNamespace(crop_size=96, context_factor=2.0, align_mean=mean)
+    save_model(path, model, model_config(TrainConfig(), split, model))
+    return path

@@ -10,6 +10,7 @@ from conftest import coordinate_ramps
 from flmlib import bench
 from flmlib.detect import detect_faces
 from flmlib.io import read_image
+from flmlib.landmarkers.base import DEFAULT_BATCH_SIZE
 from flmlib.models import build_model
 from flmlib.paths import PROJECT_ROOT
 from flmlib.train import TrainConfig, model_config, save_model
@@ -184,6 +185,8 @@ def test_speed_times_every_method_in_alternating_rounds(setup, tmp_path, capsys)
     # the ratio is written with 2 decimals (±0.005), from times written with 4 significant digits
     assert onet["ratio_to_reference"]["batched"] == pytest.approx(expected, rel=0.01, abs=0.006)
     assert result["environment"]["cpu"] and result["faces"]["batch"] == 8
+    # a CNN runs the forward passes it runs everywhere else, not one pass of the whole batch
+    assert onet["images_per_pass"] == DEFAULT_BATCH_SIZE != 8 and dlib["images_per_pass"] is None
     assert "onet" in capsys.readouterr().out
 
 

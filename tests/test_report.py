@@ -228,6 +228,9 @@ def test_leaderboard_ranks_every_method_with_accuracy_size_and_speed():
     assert "except" not in R.speed_note(speed)  # every CNN eager in fp32: nothing to point out
     speed["methods"]["onet"].update(runtime="compile, bf16, flip test", runtime_is_default=False)
     assert "CNNs run eager in fp32, except onet (compile, bf16, flip test)." in R.speed_note(speed)
+    assert "forward passes" not in R.speed_note(speed)  # a speed.json from before images_per_pass was recorded
+    speed["methods"]["onet"]["images_per_pass"] = 64
+    assert "CNN forward passes of at most 64 images." in R.speed_note(speed)
     # without speed results the columns say n/a instead of failing
     assert "n/a" in R.leaderboard_markdown(detail, study, None, "aflw-test")
 

@@ -4,13 +4,14 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import constant_onet, save_model_file
 
 from flmlib.alignment import box_in_crop, invert_matrices, map_points
 from flmlib.landmarkers.base import MethodSpec
 from flmlib.landmarkers.cnn import CNNLandmarker, build
 from flmlib.landmarkers.two_pass import TwoPassLandmarker
 from flmlib.models import build_model, read_model_file, write_two_pass_model
-from flmlib.train import TrainConfig, model_config, save_model
+from flmlib.train import TrainConfig, model_config
 
 
 def _mean_face() -> np.ndarray:
@@ -19,26 +20,11 @@ def _mean_face() -> np.ndarray:
     return rng.uniform(0.15, 0.85, size=(68, 2))
 
 
-def _constant_onet(units: np.ndarray) -> torch.nn.Module:
-    """An O-Net whose output is ``units`` (box units) for any input: head weights zero, bias the points."""
-    model = build_model("onet").eval()
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.copy_(torch.as_tensor(units.reshape(-1), dtype=torch.float32))
-    return model
-
-
-def _save(path, model, mean=None):
-    split = types.SimpleNamespace(crop_size=96, context_factor=2.0, align_mean=mean)
-    save_model(path, model, model_config(TrainConfig(), split, model))
-    return path
-
-
 @pytest.fixture
 def files(tmp_path):
     mean = _mean_face()
-    first = _save(tmp_path / "first.pt", build_model("onet").eval())
-    second = _save(tmp_path / "second.pt", _constant_onet(mean), mean)
+    first = save_model_file(tmp_path / "first.pt", build_model("onet").eval())
+    second = save_model_file(tmp_path / "second.pt", constant_onet(mean), mean)
     return first, second, mean
 
 
@@ -117,8 +103,8 @@ def test_flip_test_averages_a_prediction_with_its_mirror_image(files):
     config = model_config(TrainConfig(), types.SimpleNamespace(crop_size=96, context_factor=2.0, align_mean=None),
                           build_model("onet"))
     for units, expected in ((mean, symmetric), (symmetric, symmetric)):
-        plain = CNNLandmarker.from_model(_constant_onet(units), config, device="cpu")
-        flip = CNNLandmarker.from_model(_constant_onet(units), config, device="cpu", flip_test=True, batch_size=1)
+        plain = CNNLandmarker.from_model(constant_onet(units), config, device="cpu")
+        flip = CNNLandmarker.from_model(constant_onet(units), config, device="cpu", flip_test=True, batch_size=1)
         crops = plain.input_tensor(plain.input_crops(image, boxes))
         np.testing.assert_allclose(plain.run_network(crops), np.broadcast_to(units, (2, 68, 2)), atol=1e-6)
         np.testing.assert_allclose(flip.run_network(crops), np.broadcast_to(expected, (2, 68, 2)), atol=1e-6)

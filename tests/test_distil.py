@@ -1,0 +1,138 @@
+"""Distilling a two-pass model's flip test into a second network that runs once per face (flmlib.distil)."""
+import types
+
+import numpy as np
+import pytest
+import torch
+from conftest import constant_onet, save_model_file
+
+from flmlib import distil as D
+from flmlib.bench_train import synthetic_arrays
+from flmlib.landmarkers.base import MethodSpec
+from flmlib.landmarkers.cnn import build, unmirror_box_units
+from flmlib.landmarkers.two_pass import TwoPassLandmarker
+from flmlib.models import build_model, read_model_file, write_two_pass_model
+
+
+def _faces(seed: int) -> np.ndarray:
+    """An asymmetric face in box units: its flip-averaged answer differs from it."""
+    return np.random.default_rng(seed).uniform(0.2, 0.8, (68, 2))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Aligned synthetic crops and two teachers (constant second networks, one shared first pass)."""
+    root = tmp_path_factory.mktemp("distil")
+    data = root / "aligned96"
+    data.mkdir()
+    for name, n, seed in (("train", 64, 0), ("val", 16, 1)):
+        arrays = synthetic_arrays(n, seed)
+        np.savez(data / f"{name}.npz", **arrays, align_mean=_faces(5))
+    first = save_model_file(root / "first.pt", build_model("onet").eval())
+    teachers = []
+    for k in range(2):
+        second = save_model_file(root / f"second{k}.pt", constant_onet(_faces(k)), _faces(5))
+        teachers.append(write_two_pass_model(first, second, root / f"teacher{k}.pt"))
+    return types.SimpleNamespace(root=root, data=data, first=first, teachers=teachers)
+
+
+def _student_answers(path, data) -> np.ndarray:
+    """The second network of a two-pass file on the validation faces of ``data``, ``(N, 68, 2)`` box units."""
+    from flmlib.models import build_from_blob
+    from flmlib.train import load_training_split
+
+    model, _ = build_from_blob(read_model_file(path), str(path))
+    images, _ = D.validation_sets(load_training_split(data / "val.npz"), D.AugmentConfig(), 48)["plain"]
+    with torch.no_grad():
+        return model(images).reshape(-1, 68, 2).numpy()
+
+
+def test_the_student_learns_the_teachers_flip_averaged_answer_and_runs_as_a_two_pass_method(project, tmp_path):
+    out = tmp_path / "student.pt"
+    summary = D.distil(project.teachers, project.data, out, epochs=8, lr=3e-3, batch_size=16, threads=1,
+                       progress=False)
+    target = np.mean([(f + unmirror_box_units(f[None].astype(np.float32))[0]) / 2 for f in (_faces(0), _faces(1))],
+                     axis=0)
+    start = np.abs(_faces(0) - target).mean()
+    assert start > 0.02  # the teachers' plain answer is far from the averaged one, so the check below can fail
+    assert np.abs(_student_answers(out, project.data) - target).mean() < 0.25 * start
+    assert len(summary["history"]) == 8 and summary["val_nme_interocular"]["student"]["plain"] > 0
+    blob = read_model_file(out)
+    assert blob["config"]["distilled"]["teachers"] == [str(p) for p in project.teachers]
+    assert not (tmp_path / "student.distil-checkpoint.pt").exists()  # removed once the model is written
+    landmarker = build(MethodSpec(id="distilled", kind="cnn"), out, device="cpu")
+    assert isinstance(landmarker, TwoPassLandmarker) and not landmarker.second.flip_test
+    image = np.random.default_rng(2).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    assert np.isfinite(landmarker.predict(image, np.array([[30.0, 30.0, 130.0, 130.0]]))).all()
+
+
+def test_a_killed_run_resumes_to_the_same_student(project, tmp_path):
+    kwargs = dict(epochs=3, lr=0.01, batch_size=16, threads=1, progress=False)
+    D.distil(project.teachers, project.data, tmp_path / "whole.pt", **kwargs)
+
+    def kill_after_second(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    killed = tmp_path / "killed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        D.distil(project.teachers, project.data, killed, on_epoch_end=kill_after_second, **kwargs)
+    assert not killed.exists() and (tmp_path / "killed.distil-checkpoint.pt").exists()
+    resumed = D.distil(project.teachers, project.data, killed, **kwargs)
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
+    a, b = read_model_file(tmp_path / "whole.pt")["state_dict"], read_model_file(killed)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run is not repeated: the same summary comes back and the file stays as it was
+    written = killed.stat().st_mtime_ns
+    again = D.distil(project.teachers, project.data, killed, **kwargs)
+    assert again["history"] == resumed["history"] and killed.stat().st_mtime_ns == written
+    other = D.distil(project.teachers, project.data, killed, **{**kwargs, "seed": 1})
+    assert other["seed"] == 1 and killed.stat().st_mtime_ns != written  # other settings: trained again
+
+
+def test_the_distilled_method_is_timed_against_the_reference_in_one_run(project, data_root, tmp_path):
+    import pandas as pd
+    import yaml
+
+    from flmlib.detect import detect_faces
+    from flmlib.io import read_image
+    from flmlib.paths import PROJECT_ROOT
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    rows, boxes = [], []
+    for jpg in sorted((data_root / "300w/helen/testset").glob("*.jpg"))[:6]:
+        found = detect_faces(read_image(jpg), 1)
+        if len(found) and len(rows) < 2:
+            rows.append({"face_id": f"300w/helen/testset/{jpg.stem}", "image_path": str(jpg)})
+            boxes.append(found[0])
+    np.savez(prepared / "test_300w_common.npz", boxes=np.stack(boxes), face_id=np.array([r["face_id"] for r in rows]))
+    pd.DataFrame(rows).to_csv(prepared / "faces.csv", index=False)
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params.update(two_pass={}, methods={"dlib": params["methods"]["dlib"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "student.pt"
+    D.distil(project.teachers, project.data, out, epochs=1, batch_size=16, threads=1, progress=False)
+    # "teacher0" is not a method of these params: only the reference and the distilled method are timed
+    speed = D.time_against(out, "teacher0", tmp_path / "params.yaml", prepared, batch=4, rounds=1)
+    assert set(speed["ms_per_face_batched"]) == {"dlib", "distilled"}
+    assert all(ms > 0 for ms in speed["ms_per_face_batched"].values()) and speed["ratio_to_reference"]["dlib"] == 1.0
+    assert speed["runtime"]["distilled"] == "torch, fp32" and speed["images_per_pass"]["dlib"] is None
+    assert speed["cpu"] and speed["batch"] == 4
+
+
+def test_teachers_and_data_are_checked_with_the_file_named(project, tmp_path):
+    with pytest.raises(ValueError, match="first.pt: not a two-pass model file"):
+        D.load_teachers([project.first])
+    other_first = save_model_file(tmp_path / "other_first.pt", build_model("onet").eval())
+    other = write_two_pass_model(other_first, project.root / "second1.pt", tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: its first pass differs"):
+        D.load_teachers([project.teachers[0], other])
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("train", "val"):
+        np.savez(plain / f"{name}.npz", **synthetic_arrays(8, 0))
+    with pytest.raises(ValueError, match="not aligned crops"):
+        D.distil(project.teachers, plain, tmp_path / "x.pt", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="need positive values"):
+        D.distil(project.teachers, project.data, tmp_path / "x.pt", epochs=0, progress=False)
