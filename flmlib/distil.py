@@ -43,7 +43,7 @@ from flmlib.losses import build_loss
 from flmlib.metrics import nme_interocular
 from flmlib.models import build_from_blob, read_model_file
 from flmlib.paths import project_path
-from flmlib.train import load_training_split, set_threads
+from flmlib.train import load_training_split, read_checkpoint, set_threads
 
 N_POINTS = 68
 #: Draws of the alignment jitter per validation face (fixed seed): the second pass sees faces aligned by a first pass.
@@ -168,10 +168,10 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
             return {k: v for k, v in done.items() if k not in ("about", "fingerprint")}
     checkpoint = out.with_name(out.stem + ".distil-checkpoint.pt")
     start, history = 0, []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") == key:
-            student.load_state_dict(state["student"])
+    state = read_checkpoint(checkpoint) if checkpoint.is_file() else None  # None: unreadable, said on stderr
+    if state is not None:
+        if state["fingerprint"] == key:
+            student.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
@@ -186,12 +186,12 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
         started = time.perf_counter()
         order = torch.randperm(len(train_split), generator=generator)
         total = 0.0
+        student.train()
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
             images, _ = augment(train_split.crops[idx], train_split.points[idx], augmentation, generator, out_size,
                                 train_split.context_factor)
             target = flip_averaged(teachers, images)
-            student.train()
             loss = loss_fn(student(images), target.reshape(len(idx), -1), None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -201,7 +201,7 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
         history.append({"epoch": epoch + 1, "loss": total / steps, "seconds": time.perf_counter() - started})
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"fingerprint": key, "epoch": epoch + 1, "history": history, "student": student.state_dict(),
+        torch.save({"fingerprint": key, "epoch": epoch + 1, "history": history, "model": student.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, checkpoint)

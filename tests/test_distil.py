@@ -78,6 +78,10 @@ def test_a_killed_run_resumes_to_the_same_student(project, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         D.distil(project.teachers, project.data, killed, on_epoch_end=kill_after_second, **kwargs)
     assert not killed.exists() and (tmp_path / "killed.distil-checkpoint.pt").exists()
+    damaged = tmp_path / "damaged.distil-checkpoint.pt"
+    damaged.write_bytes(b"not a checkpoint")  # costs its epochs, never the run
+    D.distil(project.teachers, project.data, tmp_path / "damaged.pt", **kwargs)
+    assert (tmp_path / "damaged.pt").exists() and not damaged.exists()
     resumed = D.distil(project.teachers, project.data, killed, **kwargs)
     assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
     a, b = read_model_file(tmp_path / "whole.pt")["state_dict"], read_model_file(killed)["state_dict"]
