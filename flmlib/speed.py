@@ -57,8 +57,10 @@ DEFAULT_RUNTIME = "torch, fp32"
 
 def images_per_pass(landmarker) -> int | None:
     """The images a CNN method's forward passes carry at most (a two-pass method: its second network's, which its
-    first shares); ``None`` for a method that is not a CNN of the study."""
-    return getattr(getattr(landmarker, "second", landmarker), "batch_size", None)
+    first shares); ``None`` for a method that is not a CNN of the study (MediaPipe's ``batch_size`` counts the crops
+    of a request to its worker, not a forward pass)."""
+    net = getattr(landmarker, "second", landmarker)
+    return net.batch_size if hasattr(net, "backend") else None
 
 
 def runtime_of(landmarker) -> str | None:

@@ -69,7 +69,7 @@ def test_a_second_pass_must_be_trained_on_aligned_crops(files, tmp_path):
 
 
 def test_speed_counts_both_networks_of_a_two_pass_method(files, tmp_path):
-    from flmlib.speed import model_size, runtime_of
+    from flmlib.speed import images_per_pass, model_size, runtime_of
 
     first, second, _ = files
     out = write_two_pass_model(first, second, tmp_path / "two.pt")
@@ -79,6 +79,8 @@ def test_speed_counts_both_networks_of_a_two_pass_method(files, tmp_path):
     assert model_size(spec, landmarker)["parameters"] == 2 * one
     flipped = build(spec, out, device="cpu", flip_test=True, precision="bf16")
     assert runtime_of(flipped) == "torch, bf16, flip test" and runtime_of(landmarker) == "torch, fp32"
+    assert images_per_pass(build(spec, out, device="cpu", batch_size=16)) == 16
+    assert images_per_pass(types.SimpleNamespace(batch_size=64)) is None  # MediaPipe's requests are not CNN passes
 
 
 def test_unmirror_renumbers_and_reflects_so_a_symmetric_face_is_its_own_mirror_image():
