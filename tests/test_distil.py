@@ -23,6 +23,7 @@ def _faces(seed: int) -> np.ndarray:
 def project(tmp_path_factory):
     """Aligned synthetic crops and two teachers (constant second networks, one shared first pass)."""
     root = tmp_path_factory.mktemp("distil")
+    torch.manual_seed(0)  # the networks' random layers: the same teachers whatever ran before
     data = root / "aligned96"
     data.mkdir()
     for name, n, seed in (("train", 64, 0), ("val", 16, 1)):
@@ -49,14 +50,15 @@ def _student_answers(path, data) -> np.ndarray:
 
 def test_the_student_learns_the_teachers_flip_averaged_answer_and_runs_as_a_two_pass_method(project, tmp_path):
     out = tmp_path / "student.pt"
-    summary = D.distil(project.teachers, project.data, out, epochs=8, lr=3e-3, batch_size=16, threads=1,
+    # 80 steps: every seed tried ends within 5% of the starting error (8 epochs of 16 faces left some at 40%)
+    summary = D.distil(project.teachers, project.data, out, epochs=10, lr=3e-3, batch_size=8, threads=1,
                        progress=False)
     target = np.mean([(f + unmirror_box_units(f[None].astype(np.float32))[0]) / 2 for f in (_faces(0), _faces(1))],
                      axis=0)
     start = np.abs(_faces(0) - target).mean()
     assert start > 0.02  # the teachers' plain answer is far from the averaged one, so the check below can fail
     assert np.abs(_student_answers(out, project.data) - target).mean() < 0.25 * start
-    assert len(summary["history"]) == 8 and summary["val_nme_interocular"]["student"]["plain"] > 0
+    assert len(summary["history"]) == 10 and summary["val_nme_interocular"]["student"]["plain"] > 0
     blob = read_model_file(out)
     assert blob["config"]["distilled"]["teachers"] == [str(p) for p in project.teachers]
     assert not (tmp_path / "student.distil-checkpoint.pt").exists()  # removed once the model is written
