@@ -150,6 +150,14 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     augmentation = AugmentConfig(**trained["augmentation"])
     loss_fn = build_loss(trained["loss"], **trained.get("loss_params", {}))
     out_size = int(config["input_size"])
+    settings = dict(teachers=[str(p) for p in teacher_paths], data=str(data_dir), epochs=epochs, lr=lr,
+                    batch_size=batch_size, seed=seed)
+    key = fingerprint(settings, [project_path(p) for p in teacher_paths] + [train_path, val_path])
+    if out.is_file():  # a finished run is not repeated (checked before any validation or training work)
+        done = read_model_file(out)["config"].get("distilled", {})
+        if done.get("fingerprint") == key:
+            print(f"{out}: already distilled with these settings and files; not trained again", file=sys.stderr)
+            return {k: v for k, v in done.items() if k not in ("about", "fingerprint")}
     sets = validation_sets(val_split, augmentation, out_size)
 
     student = copy.deepcopy(teachers[0]).train()
@@ -158,14 +166,6 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    settings = dict(teachers=[str(p) for p in teacher_paths], data=str(data_dir), epochs=epochs, lr=lr,
-                    batch_size=batch_size, seed=seed)
-    key = fingerprint(settings, [project_path(p) for p in teacher_paths] + [train_path, val_path])
-    if out.is_file():  # a finished run is not repeated
-        done = read_model_file(out)["config"].get("distilled", {})
-        if done.get("fingerprint") == key:
-            print(f"{out}: already distilled with these settings and files; not trained again", file=sys.stderr)
-            return {k: v for k, v in done.items() if k not in ("about", "fingerprint")}
     checkpoint = out.with_name(out.stem + ".distil-checkpoint.pt")
     start, history = 0, []
     state = read_checkpoint(checkpoint) if checkpoint.is_file() else None  # None: unreadable, said on stderr
