@@ -100,15 +100,14 @@ bench: data
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OPENCV_CPU_DISABLE=AVX512-SKX \
 		$(BIN)/python -m flmlib.speed --methods $(AVX2_METHODS) --out reports/speed_avx2.json
 
-# The flip test distilled into a second network that runs once per face (flmlib.distil; an experiment, not a stage):
-# one student per seed, taught by onet_two_pass and its seed repeats (after `make repro`), each scored on every test
-# set against dlib -> reports/distil/. `make distil DISTIL_SEEDS=0` runs one.
-DISTIL_TEACHERS ?= models/onet_two_pass.pt models/onet_two_pass_seed1.pt models/onet_two_pass_seed2.pt
-DISTIL_SEEDS ?= 0 1 2
+# More seeds of a distilled student (distil.yaml; the pipeline's distil stage trains the entry's own seed), each
+# scored on every test set against dlib and timed against dlib and its first teacher (flmlib.distil_experiment), after
+# `make repro` -> reports/distil/<entry>_seed<s>.{pt,json}. `make distil DISTIL_SEEDS=3` runs one more.
+DISTIL_ENTRY ?= onet_distilled
+DISTIL_SEEDS ?= 1 2
 distil: data
-	for s in $(DISTIL_SEEDS); do $(BIN)/python -m flmlib.distil --teachers $(DISTIL_TEACHERS) --data crops/aligned96 \
-		--out reports/distil/onet_two_pass_distilled_seed$$s.pt --report reports/distil/seed$$s.json --seed $$s \
-		|| exit 1; done
+	for s in $(DISTIL_SEEDS); do $(BIN)/python -m flmlib.distil_experiment --config distil.yaml --entry $(DISTIL_ENTRY) \
+		--seed $$s --out reports/distil/$(DISTIL_ENTRY)_seed$$s.pt || exit 1; done
 
 # Screenshots of the rendered report pages (reports/html) in headless Chromium, to look at them as a reader would.
 # Needs Debian's chromium (`apt-get install chromium`); the flags keep it off the network.

@@ -1,24 +1,21 @@
-"""Distil a two-pass model's flip test into a second network that runs once per face.
+"""Distil a two-pass model's flip test into a second network that runs once per face (the ``distil@<id>`` stages).
 
 A two-pass method's second network with the flip test runs twice per face (the aligned face and its mirror image) and
-averages the answers; that costs about as much as the rest of the method together. This experiment asks whether one
-network can learn the averaged answer. The student starts as the first teacher's second network and is trained, on
+averages the answers; that costs about as much as the rest of the method together. A student network learns the
+averaged answer: it starts as the first teacher's second network (or a narrower O-Net cut from it) and is trained, on
 the same augmented aligned training crops, to reproduce the teachers' flip-averaged points (the mean over every
 teacher: several seeds of one entry make a stronger target). Ground truth does not enter the loss.
 
-    python -m flmlib.distil --teachers models/onet_two_pass.pt models/onet_two_pass_seed1.pt \\
-        models/onet_two_pass_seed2.pt --data crops/aligned96 --out models/distilled/onet_two_pass.pt \\
-        --report reports/distil/onet_two_pass.json --seed 0
+    python -m flmlib.distil --config distil.yaml --entry onet_distilled \\
+        --out models/distilled/onet_distilled.pt --report reports/distil/onet_distilled.json
 
-It writes a two-pass model file (the first teacher's first pass, the student as second network; open it with
-``flm predict --checkpoint`` or :func:`flmlib.landmarkers.cnn.build`, without the flip test) and a JSON report:
-validation NME (inter-ocular, on the plain aligned crops and on crops jittered like the first pass's alignment
-error) of the teachers and the student with and without the flip test, and, for every test set whose reference
-predictions exist (``reports/predictions/<reference>/<test set>.npz``), AUC@0.08 of RMSE / sqrt(w·h) of the face box
-with its bootstrap CI and the paired difference against the reference method, next to each teacher's own committed
-predictions; and the batched speed of the distilled method against the reference method and the first teacher
-in alternating rounds (``--rounds``), as the speed stage times them. It is an experiment (``make distil``), not a
-pipeline stage. A run killed halfway resumes from the checkpoint next to ``--out``; a finished one is not repeated.
+(or ``--teachers <two-pass model files> --data crops/aligned96`` instead of an entry). It writes a two-pass model file
+(the first teacher's first pass, the student as second network: the ``methods:`` entry of params.yaml with the same
+id runs it without the flip test, and so can ``flm predict --checkpoint`` and :func:`flmlib.landmarkers.cnn.build`)
+and a JSON report: the settings, the per-epoch loss, and validation NME (inter-ocular, on the plain aligned crops and
+on crops jittered like the first pass's alignment error) of the teachers and the student, with and without the flip
+test. A run killed halfway resumes from the checkpoint next to ``--out``; a finished one is not repeated.
+:mod:`flmlib.distil_experiment` scores and times students outside the pipeline (other seeds, widths).
 """
 from __future__ import annotations
 
@@ -33,11 +30,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from flmlib.augment import AugmentConfig, augment
-from flmlib.bench import BenchError
 from flmlib.landmarkers.cnn import unmirror_box_units
 from flmlib.losses import build_loss
 from flmlib.metrics import nme_interocular
@@ -119,6 +114,40 @@ def validation_nme(models: Sequence[torch.nn.Module], sets: dict, flip: bool, ba
     return out
 
 
+def narrowed_onet(model: torch.nn.Module, width: float) -> torch.nn.Module:
+    """A narrower copy of an O-Net (:class:`flmlib.nets.onet.ONet`, any width): ``width`` times MTCNN's channels in
+    every layer, each layer keeping the output channels (conv filters, fc units) of largest L1 weight norm of
+    ``model`` (Li et al. 2017, "Pruning filters for efficient ConvNets"), in their order, with the weights that join
+    kept channels. A starting point for a student, not a finished network."""
+    from flmlib.nets.onet import ONet
+
+    if not isinstance(model, ONet):
+        raise ValueError(f"a narrower student needs an O-Net teacher, not {type(model).__name__}")
+    narrow = ONet(pixel_mean=model.pixel_mean, pixel_scale=model.pixel_scale, n_points=model.n_points, width=width,
+                  input_size=model.input_size)
+    convs = [i for i, layer in enumerate(model.features) if isinstance(layer, torch.nn.Conv2d)]
+    keep_in = torch.arange(model.features[convs[0]].in_channels)
+    with torch.no_grad():
+        for i in convs:
+            wide, small = model.features[i], narrow.features[i]
+            norms = wide.weight[:, keep_in].abs().sum(dim=(1, 2, 3))
+            keep = norms.topk(small.out_channels).indices.sort().values
+            small.weight.copy_(wide.weight[keep][:, keep_in])
+            small.bias.copy_(wide.bias[keep])
+            narrow.features[i + 1].weight.copy_(model.features[i + 1].weight[keep])  # the PReLU after it
+            keep_in = keep
+        side = model.fc[1].in_features // model.features[convs[-1]].out_channels
+        features = (keep_in[:, None] * side + torch.arange(side)[None]).flatten()  # flatten() is channel-major
+        wide_fc, small_fc = model.fc[1], narrow.fc[1]
+        units = wide_fc.weight[:, features].abs().sum(dim=1).topk(small_fc.out_features).indices.sort().values
+        small_fc.weight.copy_(wide_fc.weight[units][:, features])
+        small_fc.bias.copy_(wide_fc.bias[units])
+        narrow.fc[3].weight.copy_(model.fc[3].weight[units])
+        narrow.head.weight.copy_(model.head.weight[:, units])
+        narrow.head.bias.copy_(model.head.bias)
+    return narrow
+
+
 def fingerprint(args: dict, paths: Sequence[Path]) -> str:
     """What a checkpoint belongs to: the run's settings and the teachers' and data files' sizes and times."""
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
@@ -126,11 +155,12 @@ def fingerprint(args: dict, paths: Sequence[Path]) -> str:
 
 
 def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str | Path, epochs: int = 40,
-           lr: float = 1e-3, batch_size: int = 64, seed: int = 0, threads: int = 0, progress: bool = True,
-           on_epoch_end: Callable[[int], None] | None = None) -> dict:
+           lr: float = 1e-3, batch_size: int = 64, seed: int = 0, threads: int = 0, student_width: float = 1.0,
+           progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train the student (module docstring) and write the two-pass model file ``out``; returns the run's summary
-    (settings, minutes, per-epoch history, validation NME before and after). ``on_epoch_end(epoch)`` is called after
-    each epoch's checkpoint is written (epochs count from 1)."""
+    (settings, minutes, per-epoch history, validation NME before and after). ``student_width`` 1 starts the student
+    as the first teacher's second network; below 1, as an O-Net that much narrower cut from it (:func:`narrowed_onet`).
+    ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written (epochs count from 1)."""
     from tqdm import tqdm
 
     if epochs < 1 or batch_size < 1 or not lr > 0:
@@ -150,8 +180,10 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     augmentation = AugmentConfig(**trained["augmentation"])
     loss_fn = build_loss(trained["loss"], **trained.get("loss_params", {}))
     out_size = int(config["input_size"])
+    # (student_width only when it is not 1, so that runs from before it existed keep their fingerprint)
+    width = {"student_width": student_width} if student_width != 1 else {}
     settings = dict(teachers=[str(p) for p in teacher_paths], data=str(data_dir), epochs=epochs, lr=lr,
-                    batch_size=batch_size, seed=seed)
+                    batch_size=batch_size, seed=seed, **width)
     key = fingerprint(settings, [project_path(p) for p in teacher_paths] + [train_path, val_path])
     if out.is_file():  # a finished run is not repeated (checked before any validation or training work)
         done = read_model_file(out)["config"].get("distilled", {})
@@ -160,7 +192,11 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
             return {k: v for k, v in done.items() if k not in ("about", "fingerprint")}
     sets = validation_sets(val_split, augmentation, out_size)
 
-    student = copy.deepcopy(teachers[0]).train()
+    if student_width == 1:
+        student = copy.deepcopy(teachers[0]).train()
+    else:
+        student = narrowed_onet(teachers[0], student_width).train()
+        config = {**config, "model_kwargs": {**config.get("model_kwargs", {}), "width": student_width}}
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=float(trained.get("weight_decay", 0.0)))
     steps = max(1, len(train_split) // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
@@ -226,112 +262,93 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     return summary
 
 
-def score(model_path: str | Path, teacher_ids: Sequence[str], params_path: str | Path = "params.yaml",
-          prepared_dir: str | Path = "prepared", predictions_dir: str | Path = "reports/predictions",
-          test_sets: Sequence[str] | None = None) -> dict:
-    """The student's two-pass method (no flip test) on each test set whose reference predictions exist: AUC@0.08 of
-    ``rmse_box`` with its person-level bootstrap CI and the paired difference against the study's reference
-    method, next to the reference and the ``teacher_ids`` (their committed predictions, where present)."""
-    from flmlib.compare import (ALL, aligned_points, error_table, limit_split, load_predictions, load_split,
-                                predict_test_set, predictions_path, study_metrics)
+#: The settings of a ``distil.yaml`` entry, with the defaults :func:`distil` has.
+ENTRY_DEFAULTS = {"epochs": 40, "lr": 1e-3, "batch_size": 64, "seed": 0, "student_width": 1.0}
+
+
+def read_entry(config_path: str | Path, entry_id: str, params_path: str | Path = "params.yaml") -> dict:
+    """The :func:`distil` arguments of entry ``entry_id`` of a ``distil.yaml`` (``teachers``: two_pass ids of
+    ``params_path``, as their model files; ``data``; and :data:`ENTRY_DEFAULTS`' keys). ``train.epochs`` > 0 in
+    ``params_path`` replaces the entry's epochs, as it does every recipe's (smoke runs).
+
+    Raises:
+        ValueError: naming the file and the key: an unknown entry or key, or a teacher that is not a two_pass entry.
+    """
+    import yaml
+
     from flmlib.config import load_config
-    from flmlib.landmarkers.cnn import build
-    from flmlib.landmarkers.base import MethodSpec
 
+    path = project_path(config_path)
+    entries = (yaml.safe_load(path.read_text()) or {}).get("distil") or {}
+    if entry_id not in entries:
+        raise ValueError(f"{path}: no distil entry {entry_id!r} (it has {sorted(entries)})")
+    entry = dict(entries[entry_id])
+    unknown = set(entry) - {"teachers", "data", *ENTRY_DEFAULTS}
+    if unknown or not entry.get("teachers") or not entry.get("data"):
+        raise ValueError(f"{path}: distil.{entry_id} needs teachers and data, and takes {sorted(ENTRY_DEFAULTS)};"
+                         f" unknown keys {sorted(unknown)}")
     study = load_config(project_path(params_path))
-    landmarker = build(MethodSpec(id="distilled", kind="cnn"), model_path, flip_test=False)
-    faces = pd.read_csv(project_path(prepared_dir) / "faces.csv")
-    image_paths = dict(zip(faces["face_id"], faces["image_path"]))
-    out = {}
-    for test_set in test_sets or list(study.test_sets):
-        reference = project_path(predictions_path(predictions_dir, study.reference, test_set))
-        if not reference.is_file():
-            print(f"{test_set}: no {reference}, not scored", file=sys.stderr)
-            continue
-        split = limit_split(load_split(project_path(prepared_dir) / f"{test_set}.npz"), study.compare.limit)
-        predictions = {"distilled": predict_test_set(landmarker, split, image_paths, desc=test_set)}
-        for method in (study.reference, *teacher_ids):
-            path = project_path(predictions_path(predictions_dir, method, test_set))
-            if path.is_file():
-                predictions[method] = aligned_points(load_predictions(path), split, method)
-        errors = error_table(test_set, split, predictions)
-        detail = study_metrics(errors, study.reference, ["rmse_box"], study.compare.n_resamples,
-                               study.compare.seed)[test_set][ALL]
-        out[test_set] = {
-            "faces": int(len(split["face_id"])),
-            "auc@0.08": {m: [v["rmse_box/auc@0.08"], v["rmse_box/auc@0.08/ci95_lo"], v["rmse_box/auc@0.08/ci95_hi"]]
-                         for m, v in detail["methods"].items()},
-            f"vs_{study.reference}": {m: [v["rmse_box/auc@0.08/diff"], v["rmse_box/auc@0.08/ci95_lo"],
-                                          v["rmse_box/auc@0.08/ci95_hi"]] for m, v in detail["vs_reference"].items()},
-        }
-    return out
+    for teacher in entry["teachers"]:
+        if teacher not in study.two_pass:
+            raise ValueError(f"{path}: distil.{entry_id}.teachers: {teacher!r} is not a two_pass entry of "
+                             f"{params_path} ({sorted(study.two_pass)})")
+    settings = {**ENTRY_DEFAULTS, **{k: v for k, v in entry.items() if k in ENTRY_DEFAULTS}}
+    if study.train.epochs > 0:
+        settings["epochs"] = study.train.epochs
+    return {"teacher_paths": [study.model_path(t) for t in entry["teachers"]], "data_dir": entry["data"], **settings}
 
 
-def time_against(model_path: str | Path, teacher_id: str | None, params_path: str | Path = "params.yaml",
-                 prepared_dir: str | Path = "prepared", batch: int = 256, rounds: int = 7) -> dict:
-    """ms per face, batched, of the distilled method (run as the teacher method's options say, without the flip
-    test), the reference method and the teacher method (``teacher_id``, when it is a method of the study), timed in
-    alternating rounds as the speed stage times them (:func:`flmlib.speed.time_rounds`), with the ratios to the
-    reference from this run and the CPU they ran on."""
-    from flmlib.bench import environment, load_faces
-    from flmlib.config import load_config
-    from flmlib.landmarkers.base import MethodSpec, build_method
-    from flmlib.landmarkers.cnn import build
-    from flmlib.report import cpu_label
-    from flmlib.speed import images_per_pass, runtime_of, time_rounds
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say what to distil: a ``distil.yaml`` entry, or teachers and data given here."""
+    parser.add_argument("--config", help="a distil.yaml: train its --entry (settings from the file)")
+    parser.add_argument("--entry", help="the entry of --config to train")
+    parser.add_argument("--params", default="params.yaml", help="the study's params file (teachers, train.epochs)")
+    parser.add_argument("--teachers", nargs="+", help="two-pass model files sharing one first pass (without --config)")
+    parser.add_argument("--data", help="aligned training crops: a folder with train.npz and val.npz (without --config)")
+    parser.add_argument("--out", required=True, help="the distilled two-pass model file to write")
+    parser.add_argument("--report", help="JSON report to write (default: next to --out)")
+    for flag, kind, text in (("--epochs", int, "epochs"), ("--lr", float, "peak learning rate (one-cycle)"),
+                             ("--batch-size", int, "faces per step"), ("--seed", int, "seed"),
+                             ("--student-width", float, "student channels as a fraction of O-Net's (1: the first "
+                                                        "teacher's second network)")):
+        default = ENTRY_DEFAULTS[flag[2:].replace("-", "_")]
+        parser.add_argument(flag, type=kind, help=f"{text} (default: the entry's, else {default})")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
 
-    study = load_config(project_path(params_path))
-    images, boxes, _ = load_faces(project_path(prepared_dir))
-    order = np.resize(np.arange(len(boxes)), batch)
-    batch_images, batch_boxes = [images[i] for i in order], [boxes[i : i + 1] for i in order]
-    landmarkers = {study.reference: build_method(study.method_spec(study.reference))}
-    options: dict = {}
-    if teacher_id in study.method_ids:
-        spec = study.method_spec(teacher_id)
-        landmarkers[teacher_id] = build_method(spec)
-        options = {k: v for k, v in spec.options.items() if k not in ("checkpoint", "flip_test")}
-    landmarkers["distilled"] = build(MethodSpec(id="distilled", kind="cnn"), model_path, **options)
-    calls = {m: {"batched": lambda lm=lm: lm.predict_batch(batch_images, batch_boxes)} for m, lm in landmarkers.items()}
-    seconds = time_rounds(calls, rounds)
-    ms = {m: 1000 * s["batched"] / batch for m, s in seconds.items()}
-    env = environment()
-    return {"cpu": cpu_label(env), "environment": env, "batch": batch, "rounds": rounds,
-            "ms_per_face_batched": {m: round(v, 4) for m, v in ms.items()},
-            "ratio_to_reference": {m: round(ms[study.reference] / v, 2) for m, v in ms.items()},
-            "runtime": {m: runtime_of(lm) for m, lm in landmarkers.items()},
-            "images_per_pass": {m: images_per_pass(lm) for m, lm in landmarkers.items()}}
+
+def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """:func:`distil`'s keyword arguments from :func:`add_arguments`' options (flags given override the entry)."""
+    if args.config or args.entry:
+        if not (args.config and args.entry) or args.teachers or args.data:
+            parser.error("give --config with --entry, or --teachers with --data")
+        settings = read_entry(args.config, args.entry, args.params)
+    elif args.teachers and args.data:
+        settings = {"teacher_paths": args.teachers, "data_dir": args.data, **ENTRY_DEFAULTS}
+    else:
+        parser.error("give --config with --entry, or --teachers with --data")
+    flags = {k: getattr(args, k) for k in ENTRY_DEFAULTS if getattr(args, k) is not None}
+    return {**settings, **flags, "out": args.out, "threads": args.threads}
+
+
+def write_report(summary: dict, path: str | Path) -> Path:
+    """The run's summary as JSON at ``path``, its per-epoch history last."""
+    path = project_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in summary.items() if k != "history"} | {"history": summary["history"]}
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teachers", nargs="+", required=True, help="two-pass model files sharing one first pass")
-    parser.add_argument("--data", required=True, help="aligned training crops: a folder with train.npz and val.npz")
-    parser.add_argument("--out", required=True, help="the distilled two-pass model file to write")
-    parser.add_argument("--report", help="JSON report to write (default: next to --out)")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
-    parser.add_argument("--test-sets", nargs="*", help="test sets to score (default: every one of params.yaml)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--rounds", type=int, default=7,
-                        help="alternating timing rounds against the reference and the first teacher (0: no timing)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        summary = distil(args.teachers, args.data, args.out, epochs=args.epochs, lr=args.lr,
-                         batch_size=args.batch_size, seed=args.seed, threads=args.threads)
-        teacher_ids = [Path(p).stem for p in args.teachers]
-        summary["test"] = score(args.out, teacher_ids, args.params, test_sets=args.test_sets)
-        if args.rounds > 0:
-            summary["speed"] = time_against(args.out, teacher_ids[0], args.params, rounds=args.rounds)
-    except (FileNotFoundError, ValueError, KeyError, BenchError) as exc:
+        summary = distil(**settings_from(args, parser))
+    except (FileNotFoundError, ValueError, KeyError) as exc:
         sys.exit(f"error: {exc}")
-    report = project_path(args.report) if args.report else project_path(args.out).with_suffix(".json")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in summary.items() if k != "history"} | {"history": summary["history"]}
-    report.write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps({k: summary[k] for k in ("val_nme_interocular", "test", "speed") if k in summary}, indent=1))
+    report = write_report(summary, args.report or project_path(args.out).with_suffix(".json"))
+    print(json.dumps(summary["val_nme_interocular"], indent=1))
     print(f"wrote {args.out} and {report}")
 
 

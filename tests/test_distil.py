@@ -1,4 +1,5 @@
-"""Distilling a two-pass model's flip test into a second network that runs once per face (flmlib.distil)."""
+"""Distilling a two-pass model's flip test into a second network that runs once per face (flmlib.distil, and
+flmlib.distil_experiment around it)."""
 import types
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from conftest import constant_onet, save_model_file
 
 from flmlib import distil as D
+from flmlib import distil_experiment as E
 from flmlib.bench_train import synthetic_arrays
 from flmlib.landmarkers.base import MethodSpec
 from flmlib.landmarkers.cnn import build, unmirror_box_units
@@ -120,7 +122,7 @@ def test_the_distilled_method_is_timed_against_the_reference_in_one_run(project,
     out = tmp_path / "student.pt"
     D.distil(project.teachers, project.data, out, epochs=1, batch_size=16, threads=1, progress=False)
     # "teacher0" is not a method of these params: only the reference and the distilled method are timed
-    speed = D.time_against(out, "teacher0", tmp_path / "params.yaml", prepared, batch=4, rounds=1)
+    speed = E.time_against(out, "teacher0", tmp_path / "params.yaml", prepared, batch=4, rounds=1)
     assert set(speed["ms_per_face_batched"]) == {"dlib", "distilled"}
     assert all(ms > 0 for ms in speed["ms_per_face_batched"].values()) and speed["ratio_to_reference"]["dlib"] == 1.0
     assert speed["runtime"]["distilled"] == "torch, fp32" and speed["images_per_pass"]["dlib"] is None
@@ -142,3 +144,104 @@ def test_teachers_and_data_are_checked_with_the_file_named(project, tmp_path):
         D.distil(project.teachers, plain, tmp_path / "x.pt", epochs=1, progress=False)
     with pytest.raises(ValueError, match="need positive values"):
         D.distil(project.teachers, project.data, tmp_path / "x.pt", epochs=0, progress=False)
+
+
+def test_a_narrowed_onet_keeps_the_strongest_channels_of_its_teacher():
+    torch.manual_seed(3)
+    teacher = build_model("onet").eval()
+    same = D.narrowed_onet(teacher, 1.0).eval()
+    images = torch.rand(2, 3, 48, 48) * 255
+    with torch.no_grad():
+        assert torch.allclose(same(images), teacher(images), atol=1e-5)  # width 1 keeps every channel, in order
+    half = D.narrowed_onet(teacher, 0.5)
+    assert half.features[0].out_channels == 16 and half.fc[1].out_features == 128
+    assert sum(p.numel() for p in half.parameters()) == sum(p.numel() for p in build_model("onet", width=0.5).parameters())
+    norms = teacher.features[0].weight.abs().sum(dim=(1, 2, 3))
+    kept = norms.topk(16).indices.sort().values
+    assert torch.equal(half.features[0].weight, teacher.features[0].weight[kept])
+    assert half(images).shape == (2, 136)
+    with pytest.raises(ValueError, match="needs an O-Net teacher"):
+        D.narrowed_onet(build_model("net2", input_size=48, in_channels=1), 0.5)
+
+
+def test_a_narrower_student_is_written_with_its_width(project, tmp_path):
+    out = tmp_path / "narrow.pt"
+    summary = D.distil(project.teachers, project.data, out, epochs=1, batch_size=16, threads=1, student_width=0.5,
+                       progress=False)
+    assert summary["student_width"] == 0.5
+    blob = read_model_file(out)
+    assert blob["config"]["model_kwargs"]["width"] == 0.5
+    landmarker = build(MethodSpec(id="narrow", kind="cnn"), out, device="cpu")
+    assert landmarker.second.model.features[0].out_channels == 16
+
+
+def _distil_yaml(tmp_path, entry: dict) -> tuple:
+    import yaml
+
+    from flmlib.paths import PROJECT_ROOT
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    config = tmp_path / "distil.yaml"
+    config.write_text(yaml.safe_dump({"distil": {"student": entry}}))
+    return config, params_path, params
+
+
+def test_a_distil_yaml_entry_gives_the_run_its_teachers_and_settings(tmp_path):
+    import yaml
+
+    teachers = ["onet_two_pass", "onet_two_pass_seed1"]
+    config, params_path, params = _distil_yaml(tmp_path, {"teachers": teachers, "data": "crops/aligned96",
+                                                         "epochs": 7, "seed": 2})
+    settings = D.read_entry(config, "student", params_path)
+    assert settings["teacher_paths"] == ["models/onet_two_pass.pt", "models/onet_two_pass_seed1.pt"]
+    assert (settings["epochs"], settings["seed"], settings["lr"]) == (7, 2, D.ENTRY_DEFAULTS["lr"])
+    params["train"]["epochs"] = 1  # a smoke run's override wins, as it does for every recipe
+    params_path.write_text(yaml.safe_dump(params))
+    assert D.read_entry(config, "student", params_path)["epochs"] == 1
+    with pytest.raises(ValueError, match="no distil entry 'other'"):
+        D.read_entry(config, "other", params_path)
+    config, params_path, _ = _distil_yaml(tmp_path, {"teachers": ["onet"], "data": "crops/aligned96"})
+    with pytest.raises(ValueError, match="'onet' is not a two_pass entry"):
+        D.read_entry(config, "student", params_path)
+    config, params_path, _ = _distil_yaml(tmp_path, {"teachers": teachers, "data": "x", "epoch": 3})
+    with pytest.raises(ValueError, match=r"distil.yaml: distil.student .*unknown keys \['epoch'\]"):
+        D.read_entry(config, "student", params_path)
+
+
+def test_the_command_line_trains_an_entry_and_flags_override_it(project, tmp_path, monkeypatch):
+    import json
+
+    config, params_path, _ = _distil_yaml(tmp_path, {"teachers": ["onet_two_pass"], "data": str(project.data),
+                                                    "epochs": 5})
+    monkeypatch.setattr(D, "read_entry", lambda *a: {"teacher_paths": project.teachers, "data_dir": project.data,
+                                                      **D.ENTRY_DEFAULTS, "epochs": 5})
+    out = tmp_path / "cli.pt"
+    D.main(["--config", str(config), "--entry", "student", "--params", str(params_path), "--out", str(out),
+            "--epochs", "1", "--batch-size", "16", "--threads", "1"])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["epochs"] == 1 and report["batch_size"] == 16 and len(report["history"]) == 1
+    assert list(report)[-1] == "history" and read_model_file(out)["config"]["distilled"]["epochs"] == 1
+    with pytest.raises(SystemExit):
+        D.main(["--config", str(config), "--out", str(out)])  # --config needs --entry
+
+
+def test_every_distil_yaml_entry_is_a_method_that_runs_its_student():
+    import yaml
+
+    from flmlib.config import load_config
+    from flmlib.paths import PROJECT_ROOT
+
+    entries = yaml.safe_load((PROJECT_ROOT / "distil.yaml").read_text())["distil"]
+    stage = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["distil"]["do"]
+    teacher_deps = [d for d in stage["deps"] if "item.teachers" in d]
+    study = load_config(PROJECT_ROOT / "params.yaml")
+    assert entries
+    for entry_id, entry in entries.items():
+        settings = D.read_entry(PROJECT_ROOT / "distil.yaml", entry_id, PROJECT_ROOT / "params.yaml")
+        assert len(settings["teacher_paths"]) == len(teacher_deps)  # the stage depends on every teacher's file
+        spec = study.method_spec(entry_id)
+        assert spec.kind == "cnn" and spec.options["checkpoint"] == f"models/distilled/{entry_id}.pt"
+        assert not spec.options.get("flip_test")  # the student is the flip test, learnt
+        assert entry["data"] in {f"crops/aligned{size}" for size in study.crops.aligned_sizes}

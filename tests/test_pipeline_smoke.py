@@ -1,5 +1,6 @@
 """The stage notebooks chained on a handful of real faces, as `dvc repro` chains them (tiny parameters), with a
-method added from outside the study: only a params entry names it, and predict, compare and report take it in."""
+method added from outside the study (only a params entry names it) and a distilled student (the distil stage's
+module, run as a methods: entry of kind cnn): predict, compare and report take both in."""
 import json
 
 import pandas as pd
@@ -29,9 +30,12 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
     two_pass_model = tmp_path / "models" / "two.pt"  # a two-pass method: onet, then a second O-Net on aligned crops
     params["two_pass"] = {"two": {**next(iter(params["two_pass"].values())), "first": "onet", "init": "",
                                   "options": {"checkpoint": str(two_pass_model), "device": "cpu"}}}
+    distilled_model = tmp_path / "models" / "distilled.pt"  # the distil stage's student of "two", a methods: entry
     params["methods"] = {"dlib": params["methods"]["dlib"],
                          "fixed": {"kind": "tests.fake_landmarker", "trained_on": "nothing",
-                                   "caveats": ["A fixed shape: a test of the plumbing."]}}
+                                   "caveats": ["A fixed shape: a test of the plumbing."]},
+                         "distilled": {**params["methods"]["onet_distilled"],
+                                       "options": {"checkpoint": str(distilled_model), "device": "cpu"}}}
     params["compare"]["n_resamples"] = 50
     params["report"]["headline_test_set"] = "test_aflw2000_lmbox"
     params_path = tmp_path / "params.yaml"
@@ -54,9 +58,13 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
          checkpoint_dir=str(tmp_path / "ckpt-two"), live_dir=str(tmp_path / "live-two"),
          augment_figure=str(reports / "aug-two.png"), curves_figure=str(reports / "curves-two.png"),
          timing_path=str(reports / "t_train_two.json"), first_pass_path=str(model))
+    from flmlib.distil import main as distil_stage
+
+    distil_stage(["--teachers", str(two_pass_model), "--data", str(aligned), "--out", str(distilled_model),
+                  "--epochs", "1", "--threads", "1"])
     stages = [json.loads((reports / f).read_text())["stage"] for f in ("t_train.json", "t_train_two.json")]
     assert stages == ["train@onet", "train_two_pass@two"]  # each timing record names the dvc.yaml stage
-    for method in ("onet", "two", "dlib", "fixed"):
+    for method in ("onet", "two", "dlib", "fixed", "distilled"):
         for test_set in TEST_SETS:
             _run("03-predict.ipynb", tmp_path, f"03-{method}-{test_set}.ipynb", params_path=p, method=method,
                  test_set=test_set, limit=0, prepared_dir=str(prepared), predictions_dir=str(reports / "pred"))
@@ -106,20 +114,20 @@ def test_prepare_train_predict_compare_report_with_a_plugin_method(tmp_path, dat
          detectors_path=str(reports / "detectors.json"), update_readme=True, timing_path=str(reports / "t_report.json"))
 
     errors = pd.read_csv(reports / "errors.csv")
-    assert set(errors["method"]) == {"onet", "two", "dlib", "fixed"} and set(errors["test_set"]) == set(TEST_SETS)
+    assert set(errors["method"]) == {"onet", "two", "dlib", "fixed", "distilled"} and set(errors["test_set"]) == set(TEST_SETS)
     faces = {key: sorted(group["face_id"]) for key, group in errors.groupby(["test_set", "method"])}
     for test_set in TEST_SETS:  # every method on exactly the same faces
         assert faces[(test_set, "onet")] == faces[(test_set, "two")] == faces[(test_set, "dlib")] \
-            == faces[(test_set, "fixed")] != []
+            == faces[(test_set, "fixed")] == faces[(test_set, "distilled")] != []
     detail = json.loads((reports / "detail.json").read_text())
     headline = json.loads((reports / "metrics.json").read_text())
     for test_set in TEST_SETS:
         entry = detail[test_set]["all"]
-        assert set(entry["methods"]) == {"onet", "two", "dlib", "fixed"}
-        assert set(entry["vs_reference"]) == {"onet", "two", "fixed"}
+        assert set(entry["methods"]) == {"onet", "two", "dlib", "fixed", "distilled"}
+        assert set(entry["vs_reference"]) == {"onet", "two", "fixed", "distilled"}
         assert entry["methods"]["fixed"]["n_failed"] >= 1  # the plug-in gave up on every third face
         assert 0 <= entry["methods"]["dlib"]["rmse_box/auc@0.08"] <= 1
-        assert set(headline[test_set]) == {"onet", "two", "dlib", "fixed"}
+        assert set(headline[test_set]) == {"onet", "two", "dlib", "fixed", "distilled"}
         assert (reports / "ced" / f"{test_set}.csv").is_file() and (reports / "fig" / f"ced_{test_set}.png").is_file()
     assert "by_yaw" in detail["test_aflw2000_lmbox"]["all"]["detection"]
     text = readme.read_text()
