@@ -14,7 +14,8 @@ teacher: several seeds of one entry make a stronger target). Ground truth does n
 id runs it without the flip test, and so can ``flm predict --checkpoint`` and :func:`flmlib.landmarkers.cnn.build`)
 and a JSON report: the settings, the per-epoch loss, and validation NME (inter-ocular, on the plain aligned crops and
 on crops jittered like the first pass's alignment error) of the teachers and the student, with and without the flip
-test. A run killed halfway resumes from the checkpoint next to ``--out``; a finished one is not repeated.
+test. A run killed halfway resumes from the checkpoint next to ``--out``; a finished one is not repeated. It trains
+on a GPU when there is one (``--device auto``); the stage also writes its wall time (``--timing``).
 :mod:`flmlib.distil_experiment` scores and times students outside the pipeline (other seeds, widths).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from flmlib.augment import AugmentConfig, augment
+from flmlib.device import resolve_device
 from flmlib.landmarkers.cnn import unmirror_box_units
 from flmlib.losses import build_loss
 from flmlib.metrics import nme_interocular
@@ -75,15 +78,16 @@ def load_teachers(paths: Sequence[str | Path]) -> tuple[list[torch.nn.Module], d
 
 @torch.no_grad()
 def flip_averaged(models: Sequence[torch.nn.Module], images: torch.Tensor, flip: bool = True) -> torch.Tensor:
-    """``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2)`` box units: the mean over ``models`` of each one's points, with
-    the flip test (the mirrored input's points renumbered and reflected back, then averaged with the plain ones)."""
-    total = torch.zeros(len(images), N_POINTS, 2)
+    """``(N, 3, s, s)`` float 0..255 -> ``(N, 68, 2)`` box units on the images' device: the mean over ``models`` (on
+    that device) of each one's points, with the flip test (the mirrored input's points renumbered and reflected back,
+    then averaged with the plain ones)."""
+    total = torch.zeros(len(images), N_POINTS, 2, device=images.device)
     for model in models:
         model.eval()
         plain = model(images).reshape(-1, N_POINTS, 2).float()
         if flip:
-            mirrored = unmirror_box_units(model(images.flip(3)).reshape(-1, N_POINTS, 2).float().numpy())
-            plain = (plain + torch.from_numpy(mirrored)) / 2
+            mirrored = unmirror_box_units(model(images.flip(3)).reshape(-1, N_POINTS, 2).float().cpu().numpy())
+            plain = (plain + torch.from_numpy(mirrored).to(images.device)) / 2
         total += plain
     return total / len(models)
 
@@ -106,10 +110,12 @@ def validation_sets(split, augmentation: AugmentConfig, out_size: int) -> dict[s
 
 def validation_nme(models: Sequence[torch.nn.Module], sets: dict, flip: bool, batch: int = 256) -> dict[str, float]:
     """Mean inter-ocular NME of ``models`` (flip-averaged with ``flip``) on each validation set (box units in, a
-    ratio out, so the box size cancels)."""
+    ratio out, so the box size cancels), run on the models' device in batches of ``batch``."""
+    device = next(models[0].parameters()).device
     out = {}
     for name, (images, points) in sets.items():
-        pred = torch.cat([flip_averaged(models, images[i : i + batch], flip) for i in range(0, len(images), batch)])
+        pred = torch.cat([flip_averaged(models, images[i : i + batch].to(device), flip).cpu()
+                          for i in range(0, len(images), batch)])
         out[name] = float(nme_interocular(pred.numpy(), points).mean())
     return out
 
@@ -156,16 +162,19 @@ def fingerprint(args: dict, paths: Sequence[Path]) -> str:
 
 def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str | Path, epochs: int = 40,
            lr: float = 1e-3, batch_size: int = 64, seed: int = 0, threads: int = 0, student_width: float = 1.0,
-           progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+           device: str = "auto", progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train the student (module docstring) and write the two-pass model file ``out``; returns the run's summary
-    (settings, minutes, per-epoch history, validation NME before and after). ``student_width`` 1 starts the student
-    as the first teacher's second network; below 1, as an O-Net that much narrower cut from it (:func:`narrowed_onet`).
+    (settings, device, minutes, per-epoch history, validation NME before and after). ``student_width`` 1 starts the
+    student as the first teacher's second network; below 1, as an O-Net that much narrower cut from it
+    (:func:`narrowed_onet`). ``device``: ``auto`` (a GPU when there is one), ``cpu`` or ``cuda``; the random draws stay
+    on the CPU, so a run on the CPU is repeatable bit for bit, and a GPU run differs from it only by its arithmetic.
     ``on_epoch_end(epoch)`` is called after each epoch's checkpoint is written (epochs count from 1)."""
     from tqdm import tqdm
 
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"epochs={epochs}, batch_size={batch_size}, lr={lr}: need positive values")
     set_threads(threads)
+    device = resolve_device(device)
     teachers, blob = load_teachers(teacher_paths)
     config = blob["config"]
     data_dir, out = project_path(data_dir), project_path(out)
@@ -193,10 +202,13 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     sets = validation_sets(val_split, augmentation, out_size)
 
     if student_width == 1:
-        student = copy.deepcopy(teachers[0]).train()
+        student = copy.deepcopy(teachers[0])
     else:
-        student = narrowed_onet(teachers[0], student_width).train()
+        student = narrowed_onet(teachers[0], student_width)
         config = {**config, "model_kwargs": {**config.get("model_kwargs", {}), "width": student_width}}
+    teachers = [teacher.to(device) for teacher in teachers]
+    student = student.to(device).train()
+    crops, points = train_split.crops.to(device), train_split.points.to(device)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=float(trained.get("weight_decay", 0.0)))
     steps = max(1, len(train_split) // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
@@ -224,9 +236,8 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
         total = 0.0
         student.train()
         for step in range(steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            images, _ = augment(train_split.crops[idx], train_split.points[idx], augmentation, generator, out_size,
-                                train_split.context_factor)
+            idx = order[step * batch_size : (step + 1) * batch_size].to(device)
+            images, _ = augment(crops[idx], points[idx], augmentation, generator, out_size, train_split.context_factor)
             target = flip_averaged(teachers, images)
             loss = loss_fn(student(images), target.reshape(len(idx), -1), None)
             optimizer.zero_grad(set_to_none=True)
@@ -247,7 +258,7 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     bar.close()
     after = {"student": validation_nme([student], sets, flip=False),
              "student_flip": validation_nme([student], sets, flip=True)}
-    summary = {**settings, "minutes": sum(row["seconds"] for row in history) / 60, "history": history,
+    summary = {**settings, "device": str(device), "minutes": sum(row["seconds"] for row in history) / 60, "history": history,
                "val_nme_interocular": {**before, **after}, "val_faces": len(val_split)}
     state = {k: v.detach().cpu() for k, v in student.eval().state_dict().items()}
     student_config = {**config, "distilled": {**summary, "fingerprint": key,
@@ -262,8 +273,9 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     return summary
 
 
-#: The settings of a ``distil.yaml`` entry, with the defaults :func:`distil` has.
-ENTRY_DEFAULTS = {"epochs": 40, "lr": 1e-3, "batch_size": 64, "seed": 0, "student_width": 1.0}
+#: The settings of a ``distil.yaml`` entry, with :func:`distil`'s defaults (read from its signature).
+ENTRY_DEFAULTS = {name: inspect.signature(distil).parameters[name].default
+                  for name in ("epochs", "lr", "batch_size", "seed", "student_width")}
 
 
 def read_entry(config_path: str | Path, entry_id: str, params_path: str | Path = "params.yaml") -> dict:
@@ -283,10 +295,13 @@ def read_entry(config_path: str | Path, entry_id: str, params_path: str | Path =
     if entry_id not in entries:
         raise ValueError(f"{path}: no distil entry {entry_id!r} (it has {sorted(entries)})")
     entry = dict(entries[entry_id])
-    unknown = set(entry) - {"teachers", "data", *ENTRY_DEFAULTS}
-    if unknown or not entry.get("teachers") or not entry.get("data"):
-        raise ValueError(f"{path}: distil.{entry_id} needs teachers and data, and takes {sorted(ENTRY_DEFAULTS)};"
-                         f" unknown keys {sorted(unknown)}")
+    unknown = sorted(set(entry) - {"teachers", "data", *ENTRY_DEFAULTS})
+    if unknown:
+        raise ValueError(f"{path}: distil.{entry_id}: unknown keys {unknown} (it takes teachers, data and "
+                         f"{sorted(ENTRY_DEFAULTS)})")
+    missing = [key for key in ("teachers", "data") if not entry.get(key)]
+    if missing:
+        raise ValueError(f"{path}: distil.{entry_id} lacks {missing} (it needs teachers and data)")
     study = load_config(project_path(params_path))
     for teacher in entry["teachers"]:
         if teacher not in study.two_pass:
@@ -296,6 +311,16 @@ def read_entry(config_path: str | Path, entry_id: str, params_path: str | Path =
     if study.train.epochs > 0:
         settings["epochs"] = study.train.epochs
     return {"teacher_paths": [study.model_path(t) for t in entry["teachers"]], "data_dir": entry["data"], **settings}
+
+
+def teacher_ids(args: argparse.Namespace) -> list[str]:
+    """The teachers' method ids for :func:`add_arguments`' options: the entry's ``teachers`` with ``--config``, else the
+    names of the ``--teachers`` files without their suffix (the study names a two-pass model file after its id)."""
+    if args.config and args.entry:
+        import yaml
+
+        return list(yaml.safe_load(project_path(args.config).read_text())["distil"][args.entry]["teachers"])
+    return [Path(p).stem for p in args.teachers or []]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -314,6 +339,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = ENTRY_DEFAULTS[flag[2:].replace("-", "_")]
         parser.add_argument(flag, type=kind, help=f"{text} (default: the entry's, else {default})")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda "
+                                                         "(default: %(default)s)")
 
 
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
@@ -327,7 +354,7 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     else:
         parser.error("give --config with --entry, or --teachers with --data")
     flags = {k: getattr(args, k) for k in ENTRY_DEFAULTS if getattr(args, k) is not None}
-    return {**settings, **flags, "out": args.out, "threads": args.threads}
+    return {**settings, **flags, "out": args.out, "threads": args.threads, "device": args.device}
 
 
 def write_report(summary: dict, path: str | Path) -> Path:
@@ -339,15 +366,33 @@ def write_report(summary: dict, path: str | Path) -> Path:
     return path
 
 
+def write_timing(summary: dict, seconds: float, path: str | Path, stage: str) -> Path:
+    """The stage's wall time ``seconds`` with what it trained (the report's stage-time line reads ``seconds``,
+    ``recipe``, ``epochs`` and ``val_nme_interocular``: here the student's, without the flip test, on the plain
+    aligned validation crops)."""
+    path = project_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"stage": stage, "seconds": round(seconds, 1), "recipe": "distil", "epochs": summary["epochs"],
+              "train_minutes": round(summary["minutes"], 2), "device": summary.get("device"),
+              "val_nme_interocular": summary["val_nme_interocular"]["student"]["plain"]}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
+    parser.add_argument("--timing", help="JSON file for the run's wall time (the stage's reports/timings/ file)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     try:
         summary = distil(**settings_from(args, parser))
     except (FileNotFoundError, ValueError, KeyError) as exc:
         sys.exit(f"error: {exc}")
     report = write_report(summary, args.report or project_path(args.out).with_suffix(".json"))
+    if args.timing:
+        write_timing(summary, time.perf_counter() - started, args.timing,
+                     f"distil@{args.entry}" if args.entry else "distil")
     print(json.dumps(summary["val_nme_interocular"], indent=1))
     print(f"wrote {args.out} and {report}")
 

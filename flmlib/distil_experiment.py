@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from flmlib.bench import BenchError
-from flmlib.distil import add_arguments, distil, settings_from, write_report
+from flmlib.distil import add_arguments, distil, settings_from, teacher_ids, write_report
 from flmlib.paths import project_path
 
 
@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = settings_from(args, parser)
         summary = distil(**settings)
-        teacher_ids = [Path(p).stem for p in settings["teacher_paths"]]
         summary["flip_test"] = args.flip_test
-        summary["test"] = score(args.out, teacher_ids, args.params, test_sets=args.test_sets, flip_test=args.flip_test)
+        teachers = teacher_ids(args)
+        summary["test"] = score(args.out, teachers, args.params, test_sets=args.test_sets, flip_test=args.flip_test)
         if args.rounds > 0:
-            summary["speed"] = time_against(args.out, teacher_ids[0], args.params, rounds=args.rounds,
+            summary["speed"] = time_against(args.out, teachers[0], args.params, rounds=args.rounds,
                                             flip_test=args.flip_test)
     except (FileNotFoundError, ValueError, KeyError, BenchError) as exc:
         sys.exit(f"error: {exc}")

@@ -206,8 +206,22 @@ def test_a_distil_yaml_entry_gives_the_run_its_teachers_and_settings(tmp_path):
     with pytest.raises(ValueError, match="'onet' is not a two_pass entry"):
         D.read_entry(config, "student", params_path)
     config, params_path, _ = _distil_yaml(tmp_path, {"teachers": teachers, "data": "x", "epoch": 3})
-    with pytest.raises(ValueError, match=r"distil.yaml: distil.student .*unknown keys \['epoch'\]"):
+    with pytest.raises(ValueError, match=r"distil.yaml: distil.student: unknown keys \['epoch'\]"):
         D.read_entry(config, "student", params_path)
+    config, params_path, _ = _distil_yaml(tmp_path, {"teachers": teachers})
+    with pytest.raises(ValueError, match=r"distil.yaml: distil.student lacks \['data'\]"):
+        D.read_entry(config, "student", params_path)
+
+
+def test_the_teachers_method_ids_come_from_the_entry_or_the_files(tmp_path):
+    import argparse
+
+    teachers = ["onet_two_pass", "onet_two_pass_seed1"]
+    config, _, _ = _distil_yaml(tmp_path, {"teachers": teachers, "data": "crops/aligned96"})
+    args = argparse.Namespace(config=str(config), entry="student", teachers=None)
+    assert D.teacher_ids(args) == teachers
+    args = argparse.Namespace(config=None, entry=None, teachers=["elsewhere/a.pt", "b.pt"])
+    assert D.teacher_ids(args) == ["a", "b"]
 
 
 def test_the_command_line_trains_an_entry_and_flags_override_it(project, tmp_path, monkeypatch):
@@ -223,6 +237,7 @@ def test_the_command_line_trains_an_entry_and_flags_override_it(project, tmp_pat
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["epochs"] == 1 and report["batch_size"] == 16 and len(report["history"]) == 1
     assert list(report)[-1] == "history" and read_model_file(out)["config"]["distilled"]["epochs"] == 1
+    assert report["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
     with pytest.raises(SystemExit):
         D.main(["--config", str(config), "--out", str(out)])  # --config needs --entry
 
@@ -245,3 +260,31 @@ def test_every_distil_yaml_entry_is_a_method_that_runs_its_student():
         assert spec.kind == "cnn" and spec.options["checkpoint"] == f"models/distilled/{entry_id}.pt"
         assert not spec.options.get("flip_test")  # the student is the flip test, learnt
         assert entry["data"] in {f"crops/aligned{size}" for size in study.crops.aligned_sizes}
+
+
+def test_the_stage_writes_its_wall_time_and_the_report_lists_it(project, tmp_path):
+    import json
+
+    from flmlib.report import stage_times_markdown
+
+    out, timings = tmp_path / "student.pt", tmp_path / "timings"
+    D.main(["--teachers", *map(str, project.teachers), "--data", str(project.data), "--out", str(out),
+            "--epochs", "1", "--batch-size", "16", "--threads", "1", "--device", "cpu",
+            "--timing", str(timings / "distil_student.json")])
+    record = json.loads((timings / "distil_student.json").read_text())
+    assert record["stage"] == "distil" and record["seconds"] > 0 and record["epochs"] == 1
+    assert record["device"] == "cpu" and 0 < record["val_nme_interocular"] < 10
+    line = stage_times_markdown(timings, tmp_path / "no-predictions")
+    assert "distil " in line and "(distil recipe, 1 epochs, validation NME (inter-ocular)" in line
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_a_run_on_the_gpu_trains_the_same_student_as_on_the_cpu_up_to_arithmetic(project, tmp_path):
+    kwargs = dict(epochs=2, lr=1e-3, batch_size=16, threads=1, progress=False)
+    on_cpu = D.distil(project.teachers, project.data, tmp_path / "cpu.pt", device="cpu", **kwargs)
+    on_gpu = D.distil(project.teachers, project.data, tmp_path / "gpu.pt", device="cuda", **kwargs)
+    assert on_gpu["device"].startswith("cuda") and on_cpu["device"] == "cpu"
+    cpu_points = _student_answers(tmp_path / "cpu.pt", project.data)
+    gpu_points = _student_answers(tmp_path / "gpu.pt", project.data)
+    # the same draws (CPU generator), so only the arithmetic differs: a small fraction of the box
+    assert np.abs(cpu_points - gpu_points).max() < 1e-2
