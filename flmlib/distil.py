@@ -34,9 +34,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from flmlib.augment import AugmentConfig, augment
+from flmlib.augment import AugmentConfig, augment, hflip
 from flmlib.device import resolve_device
-from flmlib.landmarkers.cnn import unmirror_box_units
 from flmlib.losses import build_loss
 from flmlib.metrics import nme_interocular
 from flmlib.models import build_from_blob, read_model_file
@@ -86,8 +85,10 @@ def flip_averaged(models: Sequence[torch.nn.Module], images: torch.Tensor, flip:
         model.eval()
         plain = model(images).reshape(-1, N_POINTS, 2).float()
         if flip:
-            mirrored = unmirror_box_units(model(images.flip(3)).reshape(-1, N_POINTS, 2).float().cpu().numpy())
-            plain = (plain + torch.from_numpy(mirrored).to(images.device)) / 2
+            # the mirrored input's points back on the unmirrored face: hflip's renumbering and x -> 1 - x is its own
+            # inverse (as flmlib.landmarkers.cnn.unmirror_box_units, in torch, so the target stays on the device)
+            _, mirrored = hflip(images[:0], model(images.flip(3)).reshape(-1, N_POINTS, 2).float())
+            plain = (plain + mirrored) / 2
         total += plain
     return total / len(models)
 
@@ -258,7 +259,8 @@ def distil(teacher_paths: Sequence[str | Path], data_dir: str | Path, out: str |
     bar.close()
     after = {"student": validation_nme([student], sets, flip=False),
              "student_flip": validation_nme([student], sets, flip=True)}
-    summary = {**settings, "device": str(device), "minutes": sum(row["seconds"] for row in history) / 60, "history": history,
+    minutes = sum(row["seconds"] for row in history) / 60
+    summary = {**settings, "device": str(device), "minutes": minutes, "history": history,
                "val_nme_interocular": {**before, **after}, "val_faces": len(val_split)}
     state = {k: v.detach().cpu() for k, v in student.eval().state_dict().items()}
     student_config = {**config, "distilled": {**summary, "fingerprint": key,
@@ -313,14 +315,10 @@ def read_entry(config_path: str | Path, entry_id: str, params_path: str | Path =
     return {"teacher_paths": [study.model_path(t) for t in entry["teachers"]], "data_dir": entry["data"], **settings}
 
 
-def teacher_ids(args: argparse.Namespace) -> list[str]:
-    """The teachers' method ids for :func:`add_arguments`' options: the entry's ``teachers`` with ``--config``, else the
-    names of the ``--teachers`` files without their suffix (the study names a two-pass model file after its id)."""
-    if args.config and args.entry:
-        import yaml
-
-        return list(yaml.safe_load(project_path(args.config).read_text())["distil"][args.entry]["teachers"])
-    return [Path(p).stem for p in args.teachers or []]
+def teacher_ids(settings: dict) -> list[str]:
+    """The teachers' method ids of :func:`settings_from`'s (or :func:`read_entry`'s) settings: their model files'
+    names without the suffix (the study writes a two-pass entry's model to ``models/<id>.pt``)."""
+    return [Path(p).stem for p in settings["teacher_paths"]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

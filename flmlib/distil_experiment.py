@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings_from(args, parser)
         summary = distil(**settings)
         summary["flip_test"] = args.flip_test
-        teachers = teacher_ids(args)
+        teachers = teacher_ids(settings)
         summary["test"] = score(args.out, teachers, args.params, test_sets=args.test_sets, flip_test=args.flip_test)
         if args.rounds > 0:
             summary["speed"] = time_against(args.out, teachers[0], args.params, rounds=args.rounds,

@@ -70,6 +70,22 @@ def test_the_student_learns_the_teachers_flip_averaged_answer_and_runs_as_a_two_
     assert np.isfinite(landmarker.predict(image, np.array([[30.0, 30.0, 130.0, 130.0]]))).all()
 
 
+def test_the_flip_averaged_target_is_the_landmarkers_flip_test_to_the_bit():
+    """The training target (torch, on the device) averages as CNNLandmarker's flip test does (numpy), bit for bit."""
+    torch.manual_seed(0)
+    models = [build_model("onet").eval() for _ in range(2)]
+    images = torch.rand(5, 3, 48, 48) * 255
+    with torch.no_grad():
+        target = D.flip_averaged(models, images)
+        expect = []
+        for model in models:
+            plain = model(images).reshape(-1, 68, 2)
+            mirrored = unmirror_box_units(model(images.flip(3)).reshape(-1, 68, 2).numpy())
+            expect.append((plain + torch.from_numpy(mirrored)) / 2)
+    assert torch.equal(target, (expect[0] + expect[1]) / 2)
+    assert not torch.equal(target, D.flip_averaged(models, images, flip=False))  # the flip changes the answer
+
+
 def test_a_killed_run_resumes_to_the_same_student(project, tmp_path):
     kwargs = dict(epochs=3, lr=0.01, batch_size=16, threads=1, progress=False)
     D.distil(project.teachers, project.data, tmp_path / "whole.pt", **kwargs)
@@ -217,11 +233,14 @@ def test_the_teachers_method_ids_come_from_the_entry_or_the_files(tmp_path):
     import argparse
 
     teachers = ["onet_two_pass", "onet_two_pass_seed1"]
-    config, _, _ = _distil_yaml(tmp_path, {"teachers": teachers, "data": "crops/aligned96"})
-    args = argparse.Namespace(config=str(config), entry="student", teachers=None)
-    assert D.teacher_ids(args) == teachers
-    args = argparse.Namespace(config=None, entry=None, teachers=["elsewhere/a.pt", "b.pt"])
-    assert D.teacher_ids(args) == ["a", "b"]
+    config, params_path, _ = _distil_yaml(tmp_path, {"teachers": teachers, "data": "crops/aligned96"})
+    parser = argparse.ArgumentParser()
+    D.add_arguments(parser)
+    args = parser.parse_args(["--config", str(config), "--entry", "student", "--params", str(params_path),
+                              "--out", "x.pt"])
+    assert D.teacher_ids(D.settings_from(args, parser)) == teachers
+    args = parser.parse_args(["--teachers", "elsewhere/a.pt", "b.pt", "--data", "d", "--out", "x.pt"])
+    assert D.teacher_ids(D.settings_from(args, parser)) == ["a", "b"]
 
 
 def test_the_command_line_trains_an_entry_and_flags_override_it(project, tmp_path, monkeypatch):
