@@ -152,7 +152,28 @@ def test_stage_timings_total_when_all_stages_ran(tmp_path):
     assert timing["complete"] and timing["study_seconds"] == 3.5
 
 
-def test_speed_times_every_method_in_alternating_rounds(setup, tmp_path, capsys):
+def test_time_rounds_alternates_the_methods_and_takes_each_calls_median(monkeypatch):
+    """Every round calls each method's modes once, in order (so a slow spell of the machine hits every method), after
+    one warm-up call each; the result is each call's median over the timed rounds, in seconds."""
+    from flmlib import speed
+
+    one_round = [("a", "batched"), ("a", "single"), ("b", "batched"), ("b", "single")]
+    # seconds each call takes: the warm-up round, then rounds 1-3 (a slow round 2 for "a", a slow round 3 for "b")
+    seconds = [9, 9, 9, 9] + [1, 2, 3, 4] + [50, 60, 5, 6] + [2, 3, 70, 80]
+    now, log = [0.0], []
+
+    def call(method, mode):
+        log.append((method, mode))
+        now[0] += seconds[len(log) - 1]
+
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: now[0])
+    calls = {m: {mode: (lambda m=m, mode=mode: call(m, mode)) for mode in ("batched", "single")} for m in ("a", "b")}
+    medians = speed.time_rounds(calls, rounds=3, warmup=1)
+    assert log == one_round * 4
+    assert medians == {"a": {"batched": 2.0, "single": 3.0}, "b": {"batched": 5.0, "single": 6.0}}
+
+
+def test_speed_times_every_method_batched_and_single(setup, tmp_path, capsys):
     """The leaderboard's speed stage on three faces: every method timed batched and single, with sizes and the ratio
     to the reference from the same run; a method that cannot be built is listed with the reason."""
     import yaml

@@ -1,4 +1,5 @@
-"""Committed notebooks are clean, and the prepare notebook runs end to end on a handful of faces."""
+"""Committed notebooks are clean (no outputs, one parameters cell), every stage's notebook exists, and their default
+parameters write under scratch/ only (tests/test_pipeline_smoke.py runs them end to end on a handful of faces)."""
 
 import nbformat
 import pytest

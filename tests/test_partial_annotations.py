@@ -194,7 +194,8 @@ def test_plateau_schedule_lowers_the_lr_when_validation_stalls(tmp_path):
 
 
 def test_a_98_point_split_trains_a_98_point_network(tmp_path):
-    """WFLW's scheme travels with the data: 196 outputs, WFLW's flip table, its eye corners for the NME."""
+    """WFLW's scheme travels with the data, into the split, the training run (its flip table and eye corners) and the
+    saved model: 196 outputs."""
     def to98(path, out):
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}

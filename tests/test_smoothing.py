@@ -4,8 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from flmlib.smoothing import (DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, OneEuroFilter, smooth_sequence,
-                              smoothing_factor)
+import yaml
+
+from flmlib.paths import PROJECT_ROOT
+from flmlib.smoothing import OneEuroFilter, smooth_sequence, smoothing_factor
 
 FPS = 30.0
 
@@ -32,9 +34,12 @@ def test_smoothing_factor_is_the_papers():
     assert smoothing_factor(te, 1e9) == pytest.approx(1.0)  # a very high cutoff passes the signal through
 
 
-def test_defaults_are_documented_values():
+def test_the_filters_defaults_are_the_studys_video_settings():
+    """The defaults (the Python API's, and `flm video`'s away from a params.yaml) are the settings the video stage
+    measured: params.yaml's video section."""
+    video = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["video"]
     f = OneEuroFilter()
-    assert (f.min_cutoff, f.beta, f.d_cutoff) == (DEFAULT_MIN_CUTOFF, DEFAULT_BETA, DEFAULT_D_CUTOFF)
+    assert (f.min_cutoff, f.beta, f.d_cutoff) == (video["min_cutoff"], video["beta"], video["d_cutoff"])
 
 
 def test_matches_scalar_reference_per_coordinate_with_variable_frame_interval():

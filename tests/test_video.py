@@ -310,6 +310,19 @@ def test_cli_detector_option_runs_blazeface_with_its_calibration(video_file, tmp
     assert usage.value.code == 2 and "hog1" in capsys.readouterr().err
 
 
-def test_cli_detector_option_takes_a_hog_entry_upsampling(video_file, tmp_path, capsys):
+def test_cli_detector_option_takes_a_hog_entry_upsampling(video_file, tmp_path, capsys, monkeypatch):
+    """`--detector hog0` detects with detectors.yaml's hog0 entry (HOG at upsample 0), and `--upsample` overrides it."""
+    from flmlib import video
+
+    used = []
+
+    def recording(*args, method, **kwargs):
+        used.append(method)
+        return process_video(*args, method=method, **kwargs)
+
+    monkeypatch.setattr(video, "process_video", recording)  # video_cli imports it when it runs
     assert cli(video_file, "--out", tmp_path / "o.avi", "--method", "dlib", "--detector", "hog0") in (0, 1)
     assert "frames/s with detection" in capsys.readouterr().out
+    assert cli(video_file, "--out", tmp_path / "p.avi", "--method", "dlib", "--detector", "hog0", "--upsample",
+               "1") in (0, 1)
+    assert [(p.detector_info["name"], p.upsample) for p in used] == [("hog0", 0), ("hog0", 1)]
