@@ -124,10 +124,23 @@ def _detect_raw(face, name, entry) -> np.ndarray:
         raw.close()
 
 
+@pytest.fixture(scope="module")
+def raw_boxes(face):
+    """``raw_boxes(name, entry)``: :func:`_detect_raw` run once per detector in this module (two tests read each)."""
+    found = {}
+
+    def boxes(name, entry) -> np.ndarray:
+        if name not in found:
+            found[name] = _detect_raw(face, name, entry)
+        return found[name]
+
+    return boxes
+
+
 @pytest.mark.parametrize("name, entry", _registered(), ids=lambda v: v if isinstance(v, str) else "")
-def test_every_registered_detector_boxes_the_annotated_face(face, name, entry):
+def test_every_registered_detector_boxes_the_annotated_face(face, raw_boxes, name, entry):
     """Each detector of detectors.yaml on a real test image: (K, 4) float32 edges, one box on the annotated face."""
-    boxes = _detect_raw(face, name, entry)
+    boxes = raw_boxes(name, entry)
     assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4 and len(boxes) >= 1
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     assert iou(landmark_box(face[1]), boxes).max() > 0.3
@@ -135,14 +148,14 @@ def test_every_registered_detector_boxes_the_annotated_face(face, name, entry):
 
 @pytest.mark.parametrize("name, entry", [(n, e) for n, e in _registered() if e.kind != "dlib_hog"],
                          ids=lambda v: v if isinstance(v, str) else "")
-def test_a_calibrated_detectors_box_lands_on_hogs(face, name, entry):
+def test_a_calibrated_detectors_box_lands_on_hogs(face, raw_boxes, name, entry):
     """With the detectors stage's calibration, a detector's box on the annotated face lands on HOG's box (HOG's own
     boxes are the study's convention: the HOG entries have no calibration)."""
     calibration = read_calibrations().get(name)
     if calibration is None:
         pytest.skip(f"no calibration of {name} yet: it is written by `dvc repro detectors`")
     image, points = face
-    boxes = _detect_raw(face, name, entry)
+    boxes = raw_boxes(name, entry)
     best = boxes[np.argmax(iou(landmark_box(points), boxes))]
     hog = HogDetector(1).detect_raw(image)
     assert iou(calibration.apply(best[None])[0], hog).max() > 0.5

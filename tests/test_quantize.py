@@ -27,23 +27,31 @@ def test_int8_model_agrees_with_float_within_the_tolerance(tmp_path):
 def test_landmarker_speed_times_float_int8_and_reference_in_one_run(tmp_path, monkeypatch):
     """The int8 model joins a temporary params copy as a cnn method on the .onnx file, next to the float model and
     the reference method, and all three go to one flmlib.speed run."""
+    from pathlib import Path
+
     from flmlib import quantize, speed
     from flmlib.config import load_config
     from flmlib.paths import PROJECT_ROOT
 
     seen = {}
+    timings = {"methods": {}}  # what flmlib.speed.run returns; landmarker_speed hands it on
 
     def fake_run(method_ids, prepared, params_path, rounds=5, **kwargs):
         study = load_config(params_path)  # the temporary copy must be a valid study configuration
-        seen.update(ids=list(method_ids), spec=study.method_spec(method_ids[-1]), rounds=rounds)
-        return {"methods": {m: {} for m in method_ids}}
+        seen.update(ids=list(method_ids), spec=study.method_spec(method_ids[-1]), rounds=rounds,
+                    params=Path(params_path))
+        return timings
 
     monkeypatch.setattr(speed, "run", fake_run)
     onnx_file = tmp_path / "onet.int8.onnx"
-    result = quantize.landmarker_speed(PROJECT_ROOT / "params.yaml", "onet", onnx_file, tmp_path, rounds=3)
+    params = PROJECT_ROOT / "params.yaml"
+    before = params.read_text()
+    result = quantize.landmarker_speed(params, "onet", onnx_file, tmp_path, rounds=3)
     assert seen["ids"] == ["dlib", "onet", "onet_int8"] and seen["rounds"] == 3
     assert seen["spec"].kind == "cnn" and seen["spec"].options["checkpoint"] == str(onnx_file.resolve())
-    assert set(result["methods"]) == {"dlib", "onet", "onet_int8"}
+    assert result is timings
+    # the int8 method lived in a copy that is gone afterwards; the study's params.yaml is untouched
+    assert seen["params"] != params and not seen["params"].exists() and params.read_text() == before
 
 
 def _trained_onet(tmp_path, epochs=1):

@@ -136,3 +136,37 @@ def test_a_two_pass_flip_test_runs_on_the_second_network_only(files, tmp_path):
     assert landmarker.second.flip_test and not landmarker.first.flip_test
     image = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
     assert landmarker.predict(image, np.array([[40.0, 30.0, 140.0, 130.0]])).shape == (1, 68, 2)
+
+
+def _mean_face_onet(mean: np.ndarray, seed: int):
+    """An O-Net with random convolutions whose head answers ``mean`` ``(68, 2)`` box units plus an input-dependent
+    part: its points depend on the pixels, yet stay face-like enough to align a face."""
+    torch.manual_seed(seed)
+    model = build_model("onet").eval()
+    with torch.no_grad():
+        model.head.weight.mul_(10.0)
+        model.head.bias.copy_(torch.as_tensor(mean.reshape(-1), dtype=torch.float32))
+    return model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_a_two_pass_method_on_the_gpu_places_the_points_it_places_on_the_cpu(tmp_path):
+    mean = _mean_face()
+    first = save_model_file(tmp_path / "first.pt", _mean_face_onet(mean, 0))
+    second = save_model_file(tmp_path / "second.pt", _mean_face_onet(mean, 1), mean)
+    out = write_two_pass_model(first, second, tmp_path / "two.pt")
+    spec = MethodSpec(id="two", kind="cnn")
+    image = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    boxes = np.array([[40.0, 30.0, 140.0, 130.0], [150.0, 60.0, 250.0, 160.0], [200.0, 20.0, 300.0, 120.0]])
+    on_cpu = build(spec, out, device="cpu", flip_test=True).predict(image, boxes)
+    gpu = build(spec, out, device="cuda", flip_test=True)
+    assert all(next(net.parameters()).is_cuda for net in gpu.networks)
+    on_gpu = gpu.predict(image, boxes)
+    assert on_gpu.dtype == np.float32 and np.isfinite(on_gpu).all()
+    assert np.abs(on_cpu[0] - on_cpu[0].mean(0) - (on_cpu[1] - on_cpu[1].mean(0))).max() > 1.0  # not a constant
+    # cuDNN's TF32 convolutions keep 10 mantissa bits: on 100 px boxes the points agree to a fraction of a pixel
+    assert np.abs(on_gpu - on_cpu).max() < 0.5
+    # precision auto is bf16 on a GPU that has it (8 significant bits: about a pixel on these boxes, never more)
+    auto = build(spec, out, device="cuda", flip_test=True, precision="auto")
+    assert auto.second.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert np.abs(auto.predict(image, boxes) - on_cpu).max() < 2.0
