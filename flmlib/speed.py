@@ -13,7 +13,8 @@ faces):
 
 in ``rounds`` rounds that alternate the methods (so a noisy neighbour on a shared machine slows every method of a
 round alike), reporting the median over rounds of the time per face and the ratio to the reference method
-(``reference`` in params.yaml, dlib) **within the same run**. Sizes: parameters and the model file's MB on disk.
+(``reference`` in params.yaml, dlib): the median over rounds of the reference's time over the method's **in the
+same round**, with its range over the rounds. Sizes: parameters and the model file's MB on disk.
 The CPU model and its vector instruction sets go with the numbers: they move between machines.
 """
 from __future__ import annotations
@@ -72,8 +73,9 @@ def runtime_of(landmarker) -> str | None:
     return ", ".join([net.backend, net.precision] + (["flip test"] if getattr(net, "flip_test", False) else []))
 
 
-def time_rounds(calls: dict[str, dict[str, Callable[[], object]]], rounds: int, warmup: int = 1) -> dict:
-    """``calls[method][mode]()`` timed in ``rounds`` alternating rounds; returns median seconds per call."""
+def round_times(calls: dict[str, dict[str, Callable[[], object]]], rounds: int, warmup: int = 1) -> dict:
+    """``calls[method][mode]()`` timed in ``rounds`` alternating rounds (each round calls every method's modes once,
+    in order, after ``warmup`` untimed rounds); returns each call's seconds per round, ``[method][mode] -> list``."""
     for _ in range(warmup):
         for modes in calls.values():
             for fn in modes.values():
@@ -85,10 +87,40 @@ def time_rounds(calls: dict[str, dict[str, Callable[[], object]]], rounds: int, 
                 start = time.perf_counter()
                 fn()
                 times[method][mode].append(time.perf_counter() - start)
+    return times
+
+
+def time_rounds(calls: dict[str, dict[str, Callable[[], object]]], rounds: int, warmup: int = 1) -> dict:
+    """``calls[method][mode]()`` timed in ``rounds`` alternating rounds (:func:`round_times`); returns median seconds
+    per call."""
+    times = round_times(calls, rounds, warmup)
     return {m: {mode: float(np.median(v)) for mode, v in modes.items()} for m, modes in times.items()}
 
 
-def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "params.yaml", rounds: int = 5,
+def paired_ratios(times: dict, reference: str) -> dict:
+    """Per method and mode, the reference's time over the method's **in the same round**, from :func:`round_times`'
+    output: ``{"median": ..., "range": [min, max]}`` over the rounds.
+
+    Pairing each round with itself keeps a slow spell of a shared machine, which slows one round's methods alike,
+    out of the ratio; the range shows how far single rounds scatter.
+    """
+    out = {}
+    for method, modes in times.items():
+        out[method] = {}
+        for mode, seconds in modes.items():
+            ratios = np.asarray(times[reference][mode]) / np.asarray(seconds)
+            out[method][mode] = {"median": float(np.median(ratios)),
+                                 "range": [float(ratios.min()), float(ratios.max())]}
+    return out
+
+
+#: Rounds of the speed stage: about 10 s each for the whole leaderboard on a 2-core CPU. The ratios to dlib scatter by
+#: about ±20% between single rounds on a shared machine; nine give a steady median.
+DEFAULT_ROUNDS = 9
+
+
+def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "params.yaml",
+        rounds: int = DEFAULT_ROUNDS,
         batch: int = 256, single_faces: int = 32, log: Callable[[str], None] = print) -> dict:
     """Time every method (module docstring) and return the result dict."""
     study = load_config(params_path)
@@ -116,13 +148,15 @@ def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "pa
             "single": lambda lm=landmarker: [lm.predict(image, box) for image, box in singles],
         }
     try:
-        seconds = time_rounds(calls, rounds)
+        times = round_times(calls, rounds)
     finally:
         for landmarker in built.values():  # a method with a worker process (MediaPipe) stops it here
             if callable(getattr(landmarker, "close", None)):
                 landmarker.close()
-    per_face = {m: {"batched": s["batched"] / batch, "single": s["single"] / len(singles)} for m, s in seconds.items()}
-    ref = per_face.get(study.reference)
+    faces_per_call = {"batched": batch, "single": len(singles)}
+    per_face = {m: {mode: float(np.median(t)) / faces_per_call[mode] for mode, t in modes.items()}
+                for m, modes in times.items()}
+    ratios = paired_ratios(times, study.reference) if study.reference in times else None
     out: dict = {}
     for method in method_ids:
         if method in skipped:
@@ -130,8 +164,9 @@ def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "pa
             continue
         entry = {"batched": rate(per_face[method]["batched"]), "single": rate(per_face[method]["single"]),
                  **sizes[method]}
-        if ref:
-            entry["ratio_to_reference"] = {mode: round(ref[mode] / per_face[method][mode], 2) for mode in ref}
+        if ratios:
+            entry["ratio_to_reference"] = {mode: round(r["median"], 2) for mode, r in ratios[method].items()}
+            entry["ratio_range"] = {mode: [round(v, 2) for v in r["range"]] for mode, r in ratios[method].items()}
         out[method] = entry
     return {"environment": environment(), "reference": study.reference,
             "faces": {"set": "300-W test faces of the prepare stage (detection boxes)", "distinct_faces": len(boxes),
@@ -140,7 +175,8 @@ def run(method_ids: Sequence[str], prepared: Path, params_path: str | Path = "pa
             "definition": "image + face box -> 68 points, detection excluded; batched: one predict_batch call of"
                           f" {batch} faces (each CNN in forward passes of its own size); single: one face per predict"
                           " call; medians over alternating rounds;"
-                          " ratio_to_reference: reference ms/face over this method's ms/face, same run",
+                          " ratio_to_reference: median over the rounds of the reference's time over this method's in"
+                          " the same round (ratio_range: their lowest and highest)",
             "methods": out}
 
 
@@ -149,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--prepared", default="prepared", help="prepared data folder (default: %(default)s)")
     parser.add_argument("--out", default="reports/speed.json", help="JSON output (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help="alternating rounds (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=256, help="faces per batched call (default: %(default)s)")
     parser.add_argument("--single-faces", type=int, default=32, help="faces timed one by one (default: %(default)s)")
     parser.add_argument("--methods", nargs="*", default=None, metavar="ID",

@@ -173,6 +173,24 @@ def test_time_rounds_alternates_the_methods_and_takes_each_calls_median(monkeypa
     assert medians == {"a": {"batched": 2.0, "single": 3.0}, "b": {"batched": 5.0, "single": 6.0}}
 
 
+def test_paired_ratios_divide_each_round_by_the_reference_in_the_same_round():
+    """A slow spell that hits one round's methods alike leaves that round's ratio as it is: the ratio to the reference
+    is the median of the per-round ratios, with their range."""
+    from flmlib import speed
+
+    times = {"ref": {"batched": [2.0, 8.0, 2.0], "single": [1.0, 1.0, 1.0]},
+             "m": {"batched": [1.0, 4.0, 0.5], "single": [0.5, 0.25, 1.0]}}
+    ratios = speed.paired_ratios(times, "ref")
+    # per round 2 / 1, 8 / 4 (the slow round), 2 / 0.5
+    assert ratios["m"]["batched"] == {"median": 2.0, "range": [2.0, 4.0]}
+    assert ratios["m"]["single"] == {"median": 2.0, "range": [1.0, 4.0]}
+    assert ratios["ref"]["batched"] == {"median": 1.0, "range": [1.0, 1.0]}
+    # two slow spells, one hitting "m" alone (round 2), one both (round 3): per round 2, 0.2, 2 -> 2, where the
+    # unpaired medians would give 1 / 5 = 0.2
+    spells = {"ref": {"batched": [1.0, 1.0, 10.0]}, "m": {"batched": [0.5, 5.0, 5.0]}}
+    assert speed.paired_ratios(spells, "ref")["m"]["batched"]["median"] == 2.0
+
+
 def test_speed_times_every_method_batched_and_single(setup, tmp_path, capsys):
     """The leaderboard's speed stage on three faces: every method timed batched and single, with sizes and the ratio
     to the reference from the same run; a method that cannot be built is listed with the reason."""
@@ -200,6 +218,9 @@ def test_speed_times_every_method_batched_and_single(setup, tmp_path, capsys):
         assert entry["batched"]["ms_per_face"] > 0 and entry["single"]["ms_per_face"] > 0
     assert onet["parameters"] == sum(p.numel() for p in model.parameters()) and onet["mb_on_disk"] > 0
     assert dlib["parameters"] > 1e6 and dlib["ratio_to_reference"] == {"batched": 1.0, "single": 1.0}
+    assert dlib["ratio_range"] == {"batched": [1.0, 1.0], "single": [1.0, 1.0]}
+    low, high = onet["ratio_range"]["batched"]
+    assert low <= onet["ratio_to_reference"]["batched"] <= high  # one round: all three are that round's ratio
     assert onet["runtime"] == "torch, fp32" and dlib["runtime"] is None  # how each CNN ran goes with its times
     assert onet["runtime_is_default"] and dlib["runtime_is_default"]
     expected = dlib["batched"]["ms_per_face"] / onet["batched"]["ms_per_face"]

@@ -102,6 +102,22 @@ def test_dlib_rejects_bad_input(helen):
             dlib_lm.predict_batch([images[0], empty], [boxes[:1], boxes[:1]])
 
 
+def test_a_bad_box_in_a_batch_is_named_by_its_image_and_index(checkpoint):
+    """The boxes of a whole batch are checked at once; the error still names the image and the box within it."""
+    onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
+    image = np.zeros((60, 60, 3), np.uint8)
+    good = np.array([[5, 5, 40, 40]], np.float32)
+    boxes_list = [good, np.zeros((0, 4)), np.concatenate([good, [[10, 10, np.nan, 30]]]), good]
+    with pytest.raises(ValueError, match=r"boxes of image 2\[1\] = \[10.0, 10.0, nan, 30.0\] is not a box"):
+        onet.predict_batch([image] * 4, boxes_list)
+    boxes_list[2] = np.array([[10, 10, 5, 30]])  # no width
+    with pytest.raises(ValueError, match=r"boxes of image 2\[0\]"):
+        onet.predict_batch([image] * 4, boxes_list)
+    with pytest.raises(ValueError, match=r"boxes of image 1 must be \(K, 4\)"):
+        onet.predict_batch([image] * 2, [good, np.zeros((2, 3))])
+    assert [p.shape for p in onet.predict_batch([image] * 2, [good, np.zeros((0, 4))])] == [(1, 68, 2), (0, 68, 2)]
+
+
 def test_cnn_rejects_an_empty_image(checkpoint):
     onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
     with pytest.raises(ValueError, match=r"image 0 is empty: shape \(0, 0, 3\)"):
@@ -310,35 +326,44 @@ def test_every_path_feeds_the_network_one_layout(helen, checkpoint):
 
 
 def test_large_batches_are_cut_on_threads_in_order(helen, checkpoint, monkeypatch):
+    """A large batch goes to the cutter's own threads, with OpenCV's thread pool held to one thread meanwhile (its
+    workers would compete with the cutter's) and restored afterwards."""
     import threading
 
+    import cv2
 
     images, boxes, _ = helen
     onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
     many_images = [images[i % len(images)] for i in range(40)]
     many_boxes = [boxes[i % len(boxes)][None] + i % 3 for i in range(40)]  # shifted: every crop differs
-    threads_used = set()
+    threads_used, opencv_threads = set(), set()
 
     real_cut = landmarkers_module.cut_planned
 
     def recording_cut(*args):
         threads_used.add(threading.current_thread().name)
+        opencv_threads.add(cv2.getNumThreads())
         return real_cut(*args)
 
     monkeypatch.setattr(landmarkers_module, "cut_planned", recording_cut)
-    before = torch.get_num_threads()
+    before, before_cv = torch.get_num_threads(), cv2.getNumThreads()
     try:
         torch.set_num_threads(2)
+        cv2.setNumThreads(3)
         crops = onet.cut_crops(many_images, many_boxes, 48, 1.0)
+        assert cv2.getNumThreads() == 3
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(before_cv)
     # The batch went to the pool (which of its threads took which chunk is up to the executor).
     assert threads_used and all(name.startswith("cnn-crop") for name in threads_used)
+    assert opencv_threads == {1}
     for crop, image, box in zip(crops, many_images, many_boxes):
         np.testing.assert_array_equal(crop, crop_context(image, box[0], 48, 1.0)[0])
 
 
 def test_a_failing_crop_thread_raises_in_the_caller(helen, checkpoint, monkeypatch):
+    import cv2
 
     images, boxes, _ = helen
     onet = ONetLandmarker.from_checkpoint(checkpoint, device="cpu")
@@ -352,13 +377,16 @@ def test_a_failing_crop_thread_raises_in_the_caller(helen, checkpoint, monkeypat
 
     monkeypatch.setattr(landmarkers_module, "cut_planned", failing_cut)
     many_boxes = [boxes[:1]] * 40  # the cut of face 39 fails (failing_cut)
-    before = torch.get_num_threads()
+    before, before_cv = torch.get_num_threads(), cv2.getNumThreads()
     try:
         torch.set_num_threads(2)
+        cv2.setNumThreads(3)
         with pytest.raises(ValueError, match="beyond the test image"):
             onet.cut_crops([images[0]] * 40, many_boxes, 48, 1.0)
+        assert cv2.getNumThreads() == 3  # restored after the failure too
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(before_cv)
 
 
 def test_points_from_inputs_needs_one_box_per_input(checkpoint):
