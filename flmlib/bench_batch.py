@@ -5,8 +5,8 @@ A landmarker splits a ``predict_batch`` call into forward passes of ``batch_size
 ``DEFAULT_BATCH_SIZE`` (64); on some CPUs a smaller
 pass is much faster (cache-sized activations), on others it makes no difference. This benchmark builds each method
 once per size, times one ``predict_batch`` call of ``--faces`` faces (the 300-W test faces of the prepare stage)
-for every size and for the reference method (dlib) in alternating rounds (:func:`flmlib.speed.time_rounds`,
-medians), and checks that every size gives the same points as the first (the largest difference, in pixels, is
+for every size and for the reference method (dlib) in alternating rounds (:func:`flmlib.speed.round_times`:
+median times, ratios to the reference paired by round), and checks that every size gives the same points as the first (the largest difference, in pixels, is
 reported: a forward pass computes each image on its own, so it should be 0).
 
     python -m flmlib.bench_batch                                   # every CNN method of the leaderboard
@@ -30,7 +30,7 @@ from flmlib.bench import BenchError, environment, load_faces
 from flmlib.config import load_config
 from flmlib.landmarkers import build_method
 from flmlib.report import cpu_label
-from flmlib.speed import time_rounds
+from flmlib.speed import paired_ratios, round_times
 
 DEFAULT_SIZES = (256, 128, 64, 32, 16)
 
@@ -74,14 +74,16 @@ def sweep(method_ids: Sequence[str] | None, sizes: Sequence[int], prepared: Path
             difference = float(np.nanmax(np.abs(points - first_points))) if len(points) else 0.0
             largest_difference[method] = max(largest_difference.get(method, 0.0), difference)
             calls[f"{method}@{size}"] = {"batched": lambda lm=landmarker: lm.predict_batch(batch_images, batch_boxes)}
-    seconds = time_rounds(calls, rounds, warmup=0)
-    ref_ms = seconds[study.reference]["batched"] * 1000 / faces
+    times = round_times(calls, rounds, warmup=0)
+    ratios = paired_ratios(times, study.reference)
+    ref_ms = float(np.median(times[study.reference]["batched"])) * 1000 / faces
     methods = {}
     for method in method_ids:
         per_size = {}
         for size in sizes:
-            ms = seconds[f"{method}@{size}"]["batched"] * 1000 / faces
-            per_size[str(size)] = {"ms_per_face": round(ms, 4), "ratio_to_reference": round(ref_ms / ms, 2)}
+            ms = float(np.median(times[f"{method}@{size}"]["batched"])) * 1000 / faces
+            ratio = ratios[f"{method}@{size}"]["batched"]["median"]
+            per_size[str(size)] = {"ms_per_face": round(ms, 4), "ratio_to_reference": round(ratio, 2)}
         best = min(sizes, key=lambda s: per_size[str(s)]["ms_per_face"])
         methods[method] = {"sizes": per_size, "fastest_size": int(best),
                            "largest_point_difference_px": round(largest_difference[method], 6)}
@@ -90,7 +92,9 @@ def sweep(method_ids: Sequence[str] | None, sizes: Sequence[int], prepared: Path
             "sizes": [int(s) for s in sizes],
             "definition": "image + face box -> 68 points, one predict_batch call of faces_per_call 300-W test faces;"
                           " sizes: images per forward pass of each network (with the flip test, half as many faces);"
-                          " medians over alternating rounds, the reference method in the same rounds",
+                          " medians over alternating rounds, the reference method in the same rounds;"
+                          " ratio_to_reference: median over the rounds of the reference's time over the method's in"
+                          " the same round",
             "methods": methods}
 
 

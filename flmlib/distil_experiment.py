@@ -76,14 +76,15 @@ def time_against(model_path: str | Path, teacher_id: str | None, params_path: st
                  flip_test: bool = False) -> dict:
     """ms per face, batched, of the distilled method (run as the teacher method's options say, the flip test as
     ``flip_test`` says), the reference method and the teacher method (``teacher_id``, when it is a method of the
-    study), timed in alternating rounds as the speed stage times them (:func:`flmlib.speed.time_rounds`), with the
-    ratios to the reference from this run and the CPU they ran on."""
+    study), timed in alternating rounds as the speed stage times them (:func:`flmlib.speed.round_times`), with the
+    ratios to the reference paired by round (:func:`flmlib.speed.paired_ratios`: median and range) and the CPU they
+    ran on."""
     from flmlib.bench import environment, load_faces
     from flmlib.config import load_config
     from flmlib.landmarkers.base import MethodSpec, build_method
     from flmlib.landmarkers.cnn import build
     from flmlib.report import cpu_label
-    from flmlib.speed import images_per_pass, runtime_of, time_rounds
+    from flmlib.speed import images_per_pass, paired_ratios, round_times, runtime_of
 
     study = load_config(project_path(params_path))
     images, boxes, _ = load_faces(project_path(prepared_dir))
@@ -98,12 +99,14 @@ def time_against(model_path: str | Path, teacher_id: str | None, params_path: st
     landmarkers["distilled"] = build(MethodSpec(id="distilled", kind="cnn"), model_path, flip_test=flip_test,
                                      **options)
     calls = {m: {"batched": lambda lm=lm: lm.predict_batch(batch_images, batch_boxes)} for m, lm in landmarkers.items()}
-    seconds = time_rounds(calls, rounds)
-    ms = {m: 1000 * s["batched"] / batch for m, s in seconds.items()}
+    times = round_times(calls, rounds)
+    ms = {m: 1000 * float(np.median(t["batched"])) / batch for m, t in times.items()}
+    ratios = paired_ratios(times, study.reference)
     env = environment()
     return {"cpu": cpu_label(env), "environment": env, "batch": batch, "rounds": rounds,
             "ms_per_face_batched": {m: round(v, 4) for m, v in ms.items()},
-            "ratio_to_reference": {m: round(ms[study.reference] / v, 2) for m, v in ms.items()},
+            "ratio_to_reference": {m: round(r["batched"]["median"], 2) for m, r in ratios.items()},
+            "ratio_range": {m: [round(v, 2) for v in r["batched"]["range"]] for m, r in ratios.items()},
             "runtime": {m: runtime_of(lm) for m, lm in landmarkers.items()},
             "images_per_pass": {m: images_per_pass(lm) for m, lm in landmarkers.items()}}
 
