@@ -5,9 +5,9 @@ A landmarker splits a ``predict_batch`` call into forward passes of ``batch_size
 ``DEFAULT_BATCH_SIZE`` (64); on some CPUs a smaller
 pass is much faster (cache-sized activations), on others it makes no difference. This benchmark builds each method
 once per size, times one ``predict_batch`` call of ``--faces`` faces (the 300-W test faces of the prepare stage)
-for every size and for the reference method (dlib) in alternating rounds (:func:`flmlib.speed.round_times`:
-median times, ratios to the reference paired by round), and checks that every size gives the same points as the first (the largest difference, in pixels, is
-reported: a forward pass computes each image on its own, so it should be 0).
+for every size and for the reference method (dlib) in alternating rounds (:func:`flmlib.speed.round_times`: median
+times, ratios to the reference paired by round), and checks that every size gives the same points as the first (the
+largest difference, in pixels, is reported: a forward pass computes each image on its own, so it should be 0).
 
     python -m flmlib.bench_batch                                   # every CNN method of the leaderboard
     python -m flmlib.bench_batch --methods onet --sizes 256 64 16  # -> reports/bench_batch.json and a table
